@@ -1,0 +1,1 @@
+"""babysit.recipes: running a training recipe, from data to report."""

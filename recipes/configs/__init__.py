@@ -1,0 +1,55 @@
+"""Built-in recipes, one python file each with ``get_config(arg=None) -> ConfigDict``.
+
+``get("digits_mlp")`` loads ``recipes/configs/digits_mlp.py``; ``get("path/to/file.py")``
+loads a user's file; ``get("name:arg")`` passes ``arg`` to ``get_config`` (as
+``ml_collections.config_flags`` does). Written by hand because ml_collections resolves only
+file paths, not names of files shipped inside a package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+
+import ml_collections
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def names() -> list[str]:
+    """Returns the names of the built-in configs."""
+    return sorted(p.stem for p in _HERE.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_path(name_or_path: str) -> str:
+    """Returns the file behind a built-in name or a user's path (``:arg`` kept).
+
+    Raises:
+        ValueError: neither a built-in name nor an existing ``.py`` file.
+    """
+    base, sep, arg = name_or_path.partition(":")
+    if base in names():
+        return str(_HERE / f"{base}.py") + sep + arg
+    if base.endswith(".py") and os.path.isfile(base):
+        return name_or_path
+    if base.endswith(".py"):
+        raise ValueError(f"--config: file {base!r} does not exist; give a path to a .py file "
+                         f"defining get_config() or one of the built-in names: {names()}")
+    raise ValueError(f"--config: unknown config {base!r}; use one of {names()} "
+                     "or a path to a .py file defining get_config()")
+
+
+def get(name_or_path: str) -> ml_collections.ConfigDict:
+    """Loads a config by built-in name or path, ``name:arg`` passing ``arg`` to get_config."""
+    path, _, arg = resolve_path(name_or_path).partition(":")
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem + "_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a user's file with a syntax or import error
+        raise ValueError(f"--config: could not load {path}: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config: {path} does not define get_config(); add "
+                         "`def get_config(arg=None): return ml_collections.ConfigDict(...)`")
+    return module.get_config(arg) if arg else module.get_config()

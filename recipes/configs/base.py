@@ -1,0 +1,116 @@
+"""The full config tree with every field at its default.
+
+Every built-in recipe starts from ``get_config()`` here and changes what it needs, so the
+tree (and therefore the CLI's ``--config.a.b=value`` overrides and the search space's dotted
+paths) always has the same fields. The field names are the public vocabulary fixed in
+DESIGN.md; add fields freely, rename none.
+
+Command: ``python -m recipes.train --config=base --workdir=/tmp/base`` (digits, MLP).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the default config tree (the lecture's 2-layer net on digits)."""
+    del arg
+    c = ml_collections.ConfigDict()
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "digits"  # digits | fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH
+    c.dataset.data_dir = ""  # "" = the dataset's default location
+    c.dataset.val_size = 0.1  # fraction of train held out, stratified and seeded
+    c.dataset.seed = 0
+    c.dataset.preprocess = "standardize"  # none|mean_image|per_channel_mean|standardize|pca|zca
+    c.dataset.pca_components = 0.99  # pca: an int keeps k components, a float that variance
+    c.dataset.zca_epsilon = 1e-2  # zca: added to the eigenvalues before the inverse sqrt
+    c.dataset.limit = 0  # >0: keep only this many training examples (quick runs, tests)
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_padding = 0  # pixels of zero padding before a random crop of crop_size
+    c.augment.crop_size = 0  # 0 = the image size (no crop unless crop_padding > 0)
+    c.augment.flip = "none"  # none | horizontal | vertical | horizontal_and_vertical
+    c.augment.rotation = 0.0  # fraction of a full turn, as keras.layers.RandomRotation
+    c.augment.translation = 0.0  # fraction of height/width
+    c.augment.shear = 0.0  # shear intensity, as keras.layers.RandomShear
+    c.augment.zoom = 0.0  # fraction, as keras.layers.RandomZoom
+    c.augment.color_jitter = 0.0  # brightness/contrast/saturation/hue strength, RGB only
+    c.augment.noise_std = 0.0  # additive Gaussian noise on the [0, 1] images
+    c.augment.erasing = 0.0  # probability of random erasing
+    c.augment.randaugment = 0  # number of RandAugment ops per image (0 = off)
+    c.augment.randaugment_magnitude = 0.5
+    c.augment.mixup = 0.0  # MixUp alpha (0 = off)
+    c.augment.cutmix = 0.0  # CutMix alpha (0 = off)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.arch = "mlp"  # mlp | convnet | resnet
+    c.model.hidden = (50,)  # mlp hidden sizes
+    c.model.widths = (32, 64)  # convnet stage widths
+    c.model.blocks_per_stage = 1  # convnet
+    c.model.head = "global_pool"  # convnet: global_pool | flatten
+    c.model.depth = 20  # resnet: 6n+2
+    c.model.width = 16  # resnet: first stage width
+    c.model.variant = "a"  # resnet residual block, He et al. 2016 Fig. 4 (a..e)
+    c.model.activation = "relu"
+    c.model.activation_kw = ml_collections.ConfigDict()  # e.g. alpha for leaky_relu, pieces
+    c.model.init = "he"
+    c.model.init_scale = 0.01  # std of the `small` init
+    c.model.bias_init = 0.0
+    c.model.norm = "none"  # none | batch | layer | group | instance | weight
+    c.model.norm_position = "before_activation"  # before_activation | after_activation
+    c.model.groups = 8  # group norm
+    c.model.dropout = 0.0
+    c.model.l1 = 0.0
+    c.model.l2 = 0.0
+    c.model.max_norm = 0.0  # 0 = off
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "softmax"  # softmax | svm
+    c.loss.label_smoothing = 0.0
+    c.loss.svm_margin = 1.0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # sgd|momentum|nesterov|adagrad|rmsprop|adam|adamw
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.momentum = 0.9
+    c.optimizer.rho = 0.9
+    c.optimizer.beta_1 = 0.9
+    c.optimizer.beta_2 = 0.999
+    c.optimizer.epsilon = 1e-8
+    c.optimizer.weight_decay = 0.0  # decoupled, adamw only
+    c.optimizer.clipnorm = 0.0  # 0 = off
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"
+    c.schedule.warmup_epochs = 0.0
+    c.schedule.decay_rate = 0.1  # step: factor; exponential/inverse: k per epoch
+    c.schedule.step_epochs = 10  # step: every N epochs
+    c.schedule.epoch_decay = 0.97  # epoch_decay: factor per epoch (GoogLeNet)
+    c.schedule.cycles = 3  # cosine_restarts
+    c.schedule.alpha = 0.0  # cosine: final lr as a fraction of the initial one
+    c.schedule.plateau_factor = 0.5
+    c.schedule.plateau_patience = 3
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 30
+    c.train.batch_size = 64
+    c.train.full_batch = False  # the lecture's sample_batches=False
+    c.train.shuffle = True  # reshuffle every epoch; off only for the "cyclic loss" lesson
+    c.train.seed = 0
+    c.train.distribute = "none"  # none | mirrored | multi_worker | tpu
+    c.train.verbose = 1  # 1 = progress bar, 2 = one line per epoch, 0 = quiet
+    c.train.jit_compile = "auto"
+
+    c.monitor = ml_collections.ConfigDict()
+    c.monitor.explosion_factor = 3.0  # stop when loss > factor x initial loss (0 = off)
+    c.monitor.update_ratio_every = 0  # steps between update/weight ratio samples (0 = off)
+    c.monitor.activations_every = 0  # epochs between activation statistics (0 = off)
+    c.monitor.first_layer_every = 0  # epochs between first-layer weight images (0 = off)
+    c.monitor.tensorboard = True
+
+    c.evaluate = ml_collections.ConfigDict()
+    c.evaluate.tta = "none"  # none | center | five_crop | ten_crop | grid
+    c.evaluate.grid = 3
+    return c
