@@ -1,0 +1,110 @@
+"""Building networks: ``build(cfg, input_shape, num_classes)`` and ``default_config()``.
+
+Lecture: "Training neural networks" (activation functions, weight initialization, batch
+normalization, regularization), applied to three architecture families, one per module:
+``mlp``, ``convnet`` and ``resnet``. Their shared knobs (activation, init, norm and its
+position, dropout, L1/L2, max-norm) are applied in one place, ``models.blocks``; the factories
+``models.activations``, ``models.initializers`` and ``models.norms`` map config names onto
+Keras objects; ``models.layers`` holds the two layers Keras lacks (Maxout,
+WeightNormalization); ``models.inspect`` measures activation statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import ml_collections
+from ml_collections import config_dict
+
+from models import convnet, mlp, resnet
+
+ARCHS = {"mlp": mlp.build, "convnet": convnet.build, "resnet": resnet.build}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Returns the ``model`` branch of the config tree with every field at its default.
+
+    The same fields and defaults as ``recipes/configs/base.py``'s ``model`` branch (a test
+    checks they agree).
+    """
+    c = ml_collections.ConfigDict()
+    c.arch = "mlp"  # mlp | convnet | resnet
+    c.hidden = (50,)  # mlp hidden sizes
+    c.widths = (32, 64)  # convnet stage widths
+    c.blocks_per_stage = 1  # convnet
+    c.head = "global_pool"  # convnet: global_pool | flatten
+    c.depth = 20  # resnet: 6n+2
+    c.width = 16  # resnet: first stage width
+    c.variant = "a"  # resnet residual block, He et al. 2016 Fig. 4 (a..e)
+    c.activation = "relu"  # models.activations.NAMES
+    # Placeholders (None = the activation's default) so a locked config still takes
+    # --config.model.activation_kw.alpha=0.1 from the command line.
+    c.activation_kw = ml_collections.ConfigDict({
+        "alpha": config_dict.placeholder(float),  # leaky_relu slope (0.01), elu alpha (1.0)
+        "pieces": config_dict.placeholder(int),  # maxout pieces (2)
+    })
+    c.init = "he"  # models.initializers.NAMES
+    c.init_scale = 0.01  # std of the `small` init
+    c.bias_init = 0.0
+    c.norm = "none"  # models.norms.NAMES
+    c.norm_position = "before_activation"  # before_activation | after_activation
+    c.groups = 8  # group norm
+    c.dropout = 0.0
+    c.l1 = 0.0
+    c.l2 = 0.0
+    c.max_norm = 0.0  # 0 = off
+    return c
+
+
+def resolve_config(cfg: Mapping | ml_collections.ConfigDict | None) -> dict:
+    """Returns ``cfg`` as a complete plain dict: missing fields take the defaults.
+
+    Raises:
+        ValueError: naming any field ``default_config()`` does not have.
+    """
+    c = default_config().to_dict()
+    if isinstance(cfg, ml_collections.ConfigDict):
+        given = cfg.to_dict()
+    else:
+        given = dict(cfg or {})
+    unknown = sorted(set(given) - set(c))
+    if unknown:
+        raise ValueError(f"Unknown model config fields {unknown}; valid fields: {sorted(c)}")
+    c.update(given)
+    kw = c["activation_kw"]  # a ConfigDict in the config tree, a plain dict for the builders
+    kw = kw.to_dict() if isinstance(kw, ml_collections.ConfigDict) else kw
+    # None means "the activation's default", so a recipe may declare placeholders such as
+    # activation_kw.alpha = None that a locked config still lets the CLI override.
+    c["activation_kw"] = {key: v for key, v in dict(kw or {}).items() if v is not None}
+    return c
+
+
+def build(
+    cfg: Mapping | ml_collections.ConfigDict | None,
+    input_shape: Sequence[int],
+    num_classes: int,
+) -> keras.Model:
+    """Builds the network ``cfg`` describes; the model outputs logits (no softmax).
+
+    Args:
+        cfg: The ``model`` branch of the config tree (ConfigDict, dict or None); missing
+            fields take the defaults of ``default_config()``.
+        input_shape: One example's shape, no batch axis: ``(H, W, C)`` images or ``(D,)``
+            vectors (mlp only).
+        num_classes: Number of output logits.
+
+    Returns:
+        A functional ``keras.Model`` (uncompiled) mapping inputs to ``(batch, num_classes)``.
+
+    Raises:
+        ValueError: unknown fields, unknown names (listing the valid ones), a conv
+            architecture on non-image inputs, or an invalid value.
+    """
+    c = resolve_config(cfg)
+    arch = str(c["arch"]).lower()
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown arch {c['arch']!r}; valid names: {', '.join(ARCHS)}")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+    return ARCHS[arch](c, tuple(int(d) for d in input_shape), int(num_classes))

@@ -1,1 +1,42 @@
 """babysit.recipes: running a training recipe, from data to report."""
+
+import contextlib
+import os
+import sys
+
+# TensorFlow's C++ INFO/WARNING lines (CPU feature notes, oneDNN) drown a recipe's own
+# one-line verdicts; set TF_CPP_MIN_LOG_LEVEL yourself before importing to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silences file descriptor 2 while TensorFlow loads and probes its devices.
+
+    TF 2.2x logs "oneDNN custom operations are on", "Could not find cuda drivers" and, on a
+    CPU machine with the CUDA wheel, "failed call to cuInit" through absl before absl logging
+    is initialised, so no TF_CPP_MIN_LOG_LEVEL hides them (abseil-cpp PR #1957). Set
+    BABYSIT_TF_LOGS=1 to see them, e.g. to debug a GPU setup.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # notebooks: no real descriptor
+        fd = None
+    if fd is None or os.environ.get("BABYSIT_TF_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import tensorflow as _tf
+
+    _tf.config.list_physical_devices()

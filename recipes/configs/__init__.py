@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -53,3 +55,38 @@ def get(name_or_path: str) -> ml_collections.ConfigDict:
         raise ValueError(f"--config: {path} does not define get_config(); add "
                          "`def get_config(arg=None): return ml_collections.ConfigDict(...)`")
     return module.get_config(arg) if arg else module.get_config()
+
+
+def complete(config: Any) -> ml_collections.ConfigDict:
+    """Returns the full tree: ``base.get_config()`` updated with ``config``'s fields.
+
+    Lets Python users pass a partial dict (``{"optimizer": {"learning_rate": 3e-4}}``).
+
+    Raises:
+        ValueError: a field that the tree does not have, named with its dotted path.
+    """
+    from recipes.configs import base
+
+    full = base.get_config()
+    if config is None:
+        return full
+    _merge(full, config.to_dict() if hasattr(config, "to_dict") else dict(config), "")
+    return full
+
+
+def _merge(into: ml_collections.ConfigDict, src: Mapping[str, Any], prefix: str) -> None:
+    for key, value in src.items():
+        path = prefix + key
+        if key not in into:
+            valid = ", ".join(sorted(into.keys()))
+            raise ValueError(f"config: unknown field {path!r}; valid fields here: {valid}")
+        if isinstance(into[key], ml_collections.ConfigDict) and key != "activation_kw":
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config: {path} must be a mapping, got {value!r}")
+            _merge(into[key], value, path + ".")
+        else:
+            try:
+                into[key] = tuple(value) if isinstance(value, list) else value
+            except TypeError as e:  # ConfigDict is typed: "abc" cannot replace a float
+                raise ValueError(f"config: {path} must be a {type(into[key]).__name__}, "
+                                 f"got {value!r}") from e

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
+import models
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the default config tree (the lecture's 2-layer net on digits)."""
@@ -44,27 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment.mixup = 0.0  # MixUp alpha (0 = off)
     c.augment.cutmix = 0.0  # CutMix alpha (0 = off)
 
-    c.model = ml_collections.ConfigDict()
-    c.model.arch = "mlp"  # mlp | convnet | resnet
-    c.model.hidden = (50,)  # mlp hidden sizes
-    c.model.widths = (32, 64)  # convnet stage widths
-    c.model.blocks_per_stage = 1  # convnet
-    c.model.head = "global_pool"  # convnet: global_pool | flatten
-    c.model.depth = 20  # resnet: 6n+2
-    c.model.width = 16  # resnet: first stage width
-    c.model.variant = "a"  # resnet residual block, He et al. 2016 Fig. 4 (a..e)
-    c.model.activation = "relu"
-    c.model.activation_kw = ml_collections.ConfigDict()  # e.g. alpha for leaky_relu, pieces
-    c.model.init = "he"
-    c.model.init_scale = 0.01  # std of the `small` init
-    c.model.bias_init = 0.0
-    c.model.norm = "none"  # none | batch | layer | group | instance | weight
-    c.model.norm_position = "before_activation"  # before_activation | after_activation
-    c.model.groups = 8  # group norm
-    c.model.dropout = 0.0
-    c.model.l1 = 0.0
-    c.model.l2 = 0.0
-    c.model.max_norm = 0.0  # 0 = off
+    c.model = models.default_config()  # arch, hidden, activation, init, norm, ... (models/)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "softmax"  # softmax | svm

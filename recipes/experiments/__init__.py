@@ -1,0 +1,1 @@
+"""The lectures' claims as runnable experiments: ``python -m recipes.experiments.NAME``."""

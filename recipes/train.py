@@ -1,0 +1,296 @@
+"""Train one recipe end to end: data → preprocessing → tf.data → model → fit → artifacts.
+
+The lecture's training loop as one call, ``recipes.train.run(config, workdir)``, and one
+command, ``python -m recipes.train --config=NAME_OR_PATH --workdir=DIR [--config.a.b=v]``.
+
+One run = one workdir: ``config.json``, ``history.csv`` (one row per epoch, with the ``lr``
+actually used), ``summary.json``, ``model.keras`` (reloads in safe mode), ``preprocessing.*``,
+``backup/`` (``keras.callbacks.BackupAndRestore``: a killed run resumes when the same command
+is run again) and ``tensorboard/``. Every file is written atomically (``recipes.io``), and
+nothing is written before the config, the data and the model have all been checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+import models
+from recipes import callbacks as bcallbacks
+from recipes import configs, data, io, losses, optimizers, pipeline, preprocessing, schedules
+
+#: Fields that may differ between a run and its resumption (they change no result).
+_RESUME_IGNORED = (("train", "verbose"),)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs, built and checked before any file is written."""
+
+    config: ml_collections.ConfigDict
+    splits: data.Splits
+    preprocessor: preprocessing.Preprocessor
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset | None
+    model: keras.Model
+    steps_per_epoch: int
+    strategy: tf.distribute.Strategy
+
+
+def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
+    """Completes and checks the config, loads data, fits preprocessing, builds and compiles.
+
+    Args:
+        config: a full or partial config tree (ConfigDict or nested dict).
+        splits: already-loaded data (skips ``recipes.data.load``), e.g. from a notebook.
+
+    Returns:
+        A ``Prepared`` run whose model is compiled and ready for ``fit``.
+
+    Raises:
+        ValueError: any bad field, naming it and the fix.
+    """
+    cfg = configs.complete(config)
+    _check_numbers(cfg)
+    keras.utils.set_random_seed(cfg.train.seed)
+    strategy = _strategy(cfg.train.distribute)
+    if splits is None:
+        splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
+                           val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
+                           limit=cfg.dataset.limit)
+    pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess,
+                            pca_components=cfg.dataset.pca_components,
+                            zca_epsilon=cfg.dataset.zca_epsilon)
+    num_classes = splits.info.num_classes
+    train_ds = pipeline.make(splits.train.x, splits.train.y, cfg, training=True,
+                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed)
+    val_ds = None
+    if len(splits.val):
+        val_ds = pipeline.make(splits.val.x, splits.val.y, cfg, training=False,
+                               num_classes=num_classes, preprocessor=pre)
+    steps = pipeline.steps_per_epoch(len(splits.train), cfg)
+    input_shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
+    with strategy.scope():
+        model = models.build(cfg.model, input_shape, num_classes)
+        lr = schedules.get(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
+                           steps_per_epoch=steps, epochs=cfg.train.epochs)
+        model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),
+                      loss=losses.get(cfg.loss, num_classes),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                      jit_compile=_jit(cfg.train.jit_compile))
+    return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy)
+
+
+def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
+        overwrite: bool = False, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Trains the recipe ``config`` and writes every artifact into ``workdir``.
+
+    Run again with the same config and workdir after a crash or kill, it resumes from the
+    last finished epoch (``BackupAndRestore``). A workdir holding a finished run is never
+    overwritten unless ``overwrite=True``; one holding an unfinished run of another config
+    is refused.
+
+    Args:
+        config: a full or partial config tree (ConfigDict or nested dict).
+        workdir: the run's directory (created if missing).
+        splits: already-loaded data instead of ``config.dataset``.
+        overwrite: replace a finished run in ``workdir``.
+        extra_callbacks: more Keras callbacks for ``fit`` (e.g. from ``recipes.babysit``).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+
+    Raises:
+        ValueError: a bad config field, bad data, or a workdir that cannot be used.
+    """
+    start = time.time()
+    p = prepare(config, splits=splits)
+    cfg = p.config
+    _check_workdir(workdir, cfg, overwrite=overwrite)
+
+    os.makedirs(workdir, exist_ok=True)
+    io.write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
+    p.preprocessor.save(workdir)
+    history_path = os.path.join(workdir, "history.csv")
+    cbs = [
+        bcallbacks.LearningRateLogger(),
+        *schedules.callbacks(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
+                             steps_per_epoch=p.steps_per_epoch),
+        keras.callbacks.TerminateOnNaN(),
+        *(extra_callbacks or []),
+        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+        HistoryCSV(history_path),
+    ]
+    if cfg.monitor.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
+
+    fit_start = time.time()
+    p.model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
+                callbacks=cbs, verbose=cfg.train.verbose)
+    fit_seconds = time.time() - fit_start
+
+    rows = io.read_csv(history_path) if os.path.exists(history_path) else []
+    summary = _summarize(p, rows, fit_seconds=fit_seconds)
+    with io.atomic_path(os.path.join(workdir, "model.keras"), suffix=".keras") as tmp:
+        p.model.save(tmp)
+    summary["total_seconds"] = round(time.time() - start, 2)
+    io.write_json(os.path.join(workdir, "summary.json"), summary)
+    if cfg.train.verbose:
+        print(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
+              f"after {summary['epochs']} epochs in {summary['fit_seconds']:.1f} s; "
+              f"artifacts in {workdir}")
+    return summary
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes ``history.csv`` atomically after every epoch, keeping rows across a resume.
+
+    Keras's ``CSVLogger`` appends line by line (a kill can leave half a line) and, on a
+    resumed run, cannot drop rows of epochs that are re-run; this rewrites the whole file
+    through a rename and keys rows by epoch.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = io.read_csv(self.path) if os.path.exists(self.path) else []
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        io.write_csv(self.path, self.rows, columns)
+
+
+def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
+               ) -> dict[str, Any]:
+    """Evaluates train (without augmentation), val and test, and gathers the run's facts."""
+    cfg, splits = p.config, p.splits
+    summary: dict[str, Any] = {}
+    for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if not len(split):
+            continue
+        ds = pipeline.make(split.x, split.y, cfg, training=False,
+                           num_classes=splits.info.num_classes, preprocessor=p.preprocessor)
+        loss, acc = p.model.evaluate(ds, verbose=0)
+        summary[f"{name}_loss"] = float(loss)
+        summary[f"{name}_accuracy"] = float(acc)
+    losses_seen = [float(r["loss"]) for r in rows if r.get("loss", "") != ""]
+    epochs = len(rows)
+    summary.update(
+        epochs=epochs,
+        epochs_planned=cfg.train.epochs,
+        stopped_reason=_stopped_reason(losses_seen, epochs, cfg.train.epochs),
+        fit_seconds=round(fit_seconds, 2),
+        seconds_per_epoch=round(fit_seconds / max(epochs, 1), 3),
+        parameters=int(p.model.count_params()),
+        dataset=cfg.dataset.name,
+        dataset_source=splits.info.source,
+        num_train=len(splits.train), num_val=len(splits.val), num_test=len(splits.test),
+    )
+    return summary
+
+
+def _stopped_reason(losses_seen: list[float], epochs: int, planned: int) -> str:
+    if any(not math.isfinite(v) for v in losses_seen):
+        return "nan/inf loss"
+    return "completed" if epochs >= planned else "stopped early"
+
+
+def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
+    """Checks the numeric fields that no factory owns (the factories check their own)."""
+    t = cfg.train
+    if t.epochs < 1:
+        raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
+    if t.verbose not in (0, 1, 2):
+        raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
+
+
+def _check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bool) -> None:
+    """Refuses a workdir that is a file, unwritable, finished, or another config's run."""
+    if not workdir:
+        raise ValueError("--workdir is required: give a directory for the run's artifacts")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file; give a directory")
+    parent = workdir if os.path.isdir(workdir) else _existing_parent(workdir)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir}: {parent} is not writable; choose another "
+                         "directory")
+    if overwrite:
+        return
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        raise ValueError(f"--workdir {workdir} already holds a finished run (summary.json); "
+                         "use a new workdir, or --overwrite to replace it")
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+        old = io.read_json(config_path, what="config")
+        if _comparable(old) != _comparable(cfg.to_dict()):
+            raise ValueError(f"--workdir {workdir} holds an unfinished run of another config; "
+                             "rerun with the same config to resume it, or use a new workdir")
+
+
+def _comparable(tree: Mapping[str, Any]) -> str:
+    tree = json.loads(json.dumps(tree, default=list))  # tuples → lists, deep copy
+    for branch, field in _RESUME_IGNORED:
+        tree.get(branch, {}).pop(field, None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def _existing_parent(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    """Maps ``train.distribute`` onto a ``tf.distribute`` strategy."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("train.distribute=multi_worker needs the TF_CONFIG environment "
+                             "variable describing the cluster (see docs/distributed.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"train.distribute: unknown strategy {name!r}; use one of "
+                     "none, mirrored, multi_worker, tpu")
+
+
+def _jit(value: Any) -> bool | str:
+    if value in ("auto", True, False):
+        return value
+    raise ValueError(f"train.jit_compile must be auto, True or False, got {value!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m recipes.train``: see ``recipes.cli``."""
+    from recipes import cli
+
+    cli.main_for(lambda cfg, flags: run(cfg, flags.workdir, overwrite=flags.overwrite),
+                 argv if argv is not None else sys.argv, prog="recipes.train")
+
+
+if __name__ == "__main__":
+    main()

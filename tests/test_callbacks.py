@@ -1,0 +1,149 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recipes import callbacks, losses, optimizers, schedules
+
+LR = 0.1
+
+
+def _data(n=32, d=4, c=3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, c, n), c).astype("float32")
+    return x, y
+
+
+def _model(optimizer, d=4, c=3, loss=None):
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(c)])
+    model.compile(optimizer, loss or keras.losses.CategoricalCrossentropy(from_logits=True))
+    return model
+
+
+# -- LearningRateLogger --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["step", "cosine", "constant"])
+def test_learning_rate_logger_logs_the_scheduled_values(name):
+    x, y = _data()  # 4 steps per epoch
+    lr = schedules.get({"name": name, "warmup_epochs": 1, "step_epochs": 1, "decay_rate": 0.5},
+                       learning_rate=LR, steps_per_epoch=4, epochs=4)
+    model = _model(optimizers.get("sgd", learning_rate=lr))
+    h = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0,
+                  callbacks=[callbacks.LearningRateLogger()])
+    # The last step of epoch e is t = 4e + 3.
+    expected = [float(lr(4 * e + 3)) for e in range(4)]
+    np.testing.assert_allclose(h.history["lr"], expected, rtol=1e-6)
+    if name == "step":  # warmup ends at LR, then × 0.5 per epoch
+        np.testing.assert_allclose(expected, [LR, LR, LR / 2, LR / 4], rtol=1e-6)
+
+
+def test_learning_rate_logger_reads_a_float_rate():
+    x, y = _data()
+    model = _model(optimizers.get("adam", learning_rate=0.01))
+    h = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                  callbacks=[callbacks.LearningRateLogger()])
+    np.testing.assert_allclose(h.history["lr"], [0.01, 0.01], rtol=1e-6)
+
+
+# -- MomentumSchedule ----------------------------------------------------------------------
+
+class _RecordStep(keras.callbacks.Callback):
+    """Records, per step, weights and velocity before, the gradient, and weights after."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y, self.steps = x, y, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        kernel = self.model.layers[0].kernel
+        with tf.GradientTape() as tape:
+            loss = self.model.loss(self.y, self.model(self.x))
+        grad = tape.gradient(loss, kernel).numpy()
+        velocity = self.model.optimizer.momentums[0].numpy().copy()
+        self.steps.append([kernel.numpy().copy(), velocity, grad])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[-1].append(self.model.layers[0].kernel.numpy().copy())
+
+
+def test_momentum_schedule_changes_the_compiled_update():
+    x, y = _data()
+    model = _model(optimizers.get({"name": "momentum", "momentum": 0.9, "learning_rate": LR}))
+    ramp = callbacks.MomentumSchedule(start=0.5, end=0.9, epochs=2)
+    record = _RecordStep(x, y)
+    # Full batch, no shuffle: one step per epoch on the same data, so the gradient is known.
+    h = model.fit(x, y, batch_size=len(x), epochs=4, shuffle=False, verbose=0,
+                  callbacks=[ramp, record])
+    np.testing.assert_allclose(h.history["momentum"], [0.5, 0.7, 0.9, 0.9], rtol=1e-6)
+    for epoch, (w, v, g, w_after) in enumerate(record.steps):
+        m = ramp.value(epoch)
+        # Keras SGD: v <- m v - lr g; w <- w + v.
+        np.testing.assert_allclose(w_after - w, m * v - LR * g, rtol=1e-4, atol=1e-6)
+        if epoch in (1, 2):  # nonzero velocity and m differs from the other ramp values
+            other = 0.9 if m != 0.9 else 0.5
+            assert not np.allclose(w_after - w, other * v - LR * g, rtol=1e-4, atol=1e-6)
+
+
+def test_momentum_schedule_ramps_adam_beta_1():
+    x, y = _data()
+    model = _model(optimizers.get("adam"))
+    h = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+                  callbacks=[callbacks.MomentumSchedule(0.5, 0.9, 2)])
+    np.testing.assert_allclose(h.history["momentum"], [0.5, 0.7, 0.9], rtol=1e-6)
+    assert model.optimizer.beta_1 == pytest.approx(0.9)
+
+
+def test_momentum_schedule_refuses_sgd_without_velocity():
+    x, y = _data()
+    model = _model(optimizers.get("sgd"))
+    with pytest.raises(ValueError, match="built with momentum 0"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.MomentumSchedule()])
+
+
+@pytest.mark.parametrize("kwargs", [{"start": 1.0}, {"end": -0.1}, {"epochs": 0}])
+def test_momentum_schedule_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="MomentumSchedule"):
+        callbacks.MomentumSchedule(**kwargs)
+
+
+# -- SwitchOptimizer -----------------------------------------------------------------------
+
+def test_switch_optimizer_mid_run(tmp_path):
+    x, y = _data()
+    model = _model(optimizers.get("adam"), loss=losses.get("svm", 3))
+    adam = model.optimizer
+    switch = callbacks.SwitchOptimizer(2, {"name": "momentum", "learning_rate": 0.05})
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((type(self.model.optimizer).__name__,
+                         int(self.model.optimizer.iterations),
+                         self.model.layers[0].kernel.numpy().copy()))
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen[-1] += (self.model.layers[0].kernel.numpy().copy(),)
+
+    h = model.fit(x, y, batch_size=8, epochs=4, verbose=0,
+                  callbacks=[switch, Watch(), callbacks.LearningRateLogger()])
+    assert [s[:2] for s in seen] == [("Adam", 0), ("Adam", 4), ("SGD", 8), ("SGD", 12)]
+    np.testing.assert_array_equal(seen[2][2], seen[1][3])  # the weights carried over
+    assert not np.allclose(seen[3][3], seen[2][2])  # and SGD trains them
+    sgd = model.optimizer
+    assert type(sgd) is keras.optimizers.SGD and sgd.momentum == 0.9
+    assert int(sgd.iterations) == 16 and int(adam.iterations) == 8  # Adam stopped at 8
+    assert np.abs(sgd.momentums[0].numpy()).sum() > 0  # the new optimizer's velocity is used
+    np.testing.assert_allclose(h.history["lr"], [1e-3, 1e-3, 0.05, 0.05], rtol=1e-6)
+    assert np.all(np.isfinite(h.history["loss"]))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    back = keras.saving.load_model(path, safe_mode=True)
+    assert type(back.optimizer) is keras.optimizers.SGD and int(back.optimizer.iterations) == 16
+
+
+def test_switch_optimizer_bad_arguments():
+    with pytest.raises(ValueError, match="epoch must be an integer >= 1, got 0"):
+        callbacks.SwitchOptimizer(0, "momentum")
+    with pytest.raises(ValueError, match="is not an optimizer"):
+        callbacks.SwitchOptimizer(3, {"name": "sgdm"})

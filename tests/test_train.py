@@ -1,0 +1,147 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from recipes import configs, data, io, pipeline, preprocessing, train
+
+ARTIFACTS = ("config.json", "history.csv", "summary.json", "model.keras",
+             "preprocessing.json", "preprocessing.npz")
+
+
+def quick(**overrides):
+    cfg = configs.get("digits_mlp:quick")
+    cfg.train.verbose = 0
+    cfg.monitor.tensorboard = False
+    for path, value in overrides.items():
+        branch, field = path.split(".")
+        cfg[branch][field] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """The full digits_mlp recipe, trained once for the tests below."""
+    workdir = str(tmp_path_factory.mktemp("digits") / "run")
+    cfg = configs.get("digits_mlp")
+    cfg.train.verbose = 0
+    keras.utils.set_random_seed(0)
+    summary = train.run(cfg, workdir)
+    return workdir, summary
+
+
+def test_digits_mlp_reaches_090_within_30_seconds(digits_run):
+    workdir, summary = digits_run
+    assert summary["test_accuracy"] >= 0.90
+    assert summary["fit_seconds"] < 30
+    assert summary["epochs"] == 30 and summary["stopped_reason"] == "completed"
+    assert summary["dataset_source"]
+    assert summary["parameters"] == 64 * 50 + 50 + 50 * 10 + 10
+    for name in ARTIFACTS:
+        assert os.path.isfile(os.path.join(workdir, name)), name
+    assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+    assert not os.path.exists(os.path.join(workdir, "backup"))  # removed once finished
+    on_disk = io.read_json(os.path.join(workdir, "summary.json"), what="summary")
+    assert on_disk["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_history_has_one_row_per_epoch_with_lr(digits_run):
+    workdir, _ = digits_run
+    rows = io.read_csv(os.path.join(workdir, "history.csv"))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert column in rows[0], column
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_saved_model_reloads_in_safe_mode_and_predicts_identically(digits_run):
+    workdir, summary = digits_run
+    cfg = configs.complete(json.load(open(os.path.join(workdir, "config.json"))))
+    splits = data.load("digits")
+    pre = preprocessing.Preprocessor.load(workdir)
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"), safe_mode=True)
+    x = pre.transform(splits.test.x)
+    logits = model.predict(x, verbose=0)
+    accuracy = float(np.mean(logits.argmax(-1) == splits.test.y))
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    ds = pipeline.make(splits.test.x, splits.test.y, cfg, training=False, num_classes=10,
+                       preprocessor=pre)
+    np.testing.assert_allclose(model.predict(ds, verbose=0), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_finished_run_is_not_overwritten(digits_run):
+    workdir, _ = digits_run
+    before = open(os.path.join(workdir, "summary.json")).read()
+    with pytest.raises(ValueError, match="finished run"):
+        train.run(quick(), workdir)
+    assert open(os.path.join(workdir, "summary.json")).read() == before
+
+
+def test_overwrite_replaces_a_finished_run(tmp_path):
+    workdir = str(tmp_path / "w")
+    train.run(quick(), workdir)
+    summary = train.run(quick(**{"train.epochs": 2}), workdir, overwrite=True)
+    assert summary["epochs"] == 2
+    assert len(io.read_csv(os.path.join(workdir, "history.csv"))) == 2
+
+
+def test_unfinished_run_of_another_config_is_refused(tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(quick(**{"train.epochs": 9}).to_dict()))
+    with pytest.raises(ValueError, match="another config"):
+        train.run(quick(), str(workdir))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"optimizer.learning_rate": -1.0}, "learning_rate"),
+    ({"optimizer.name": "sgdd"}, "optimizer"),
+    ({"dataset.name": "imagenet"}, "imagenet"),
+    ({"train.epochs": 0}, "train.epochs"),
+    ({"model.activation": "nope"}, "nope"),
+    ({"train.distribute": "cluster"}, "train.distribute"),
+])
+def test_bad_config_fails_before_writing_anything(tmp_path, overrides, match):
+    workdir = tmp_path / "w"
+    with pytest.raises(ValueError, match=match):
+        train.run(quick(**overrides), str(workdir))
+    assert not workdir.exists()
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("mine")
+    with pytest.raises(ValueError, match="is a file"):
+        train.run(quick(), str(path))
+    assert path.read_text() == "mine"
+
+
+def test_history_csv_keeps_earlier_epochs_when_resumed(tmp_path):
+    path = str(tmp_path / "history.csv")
+    writer = train.HistoryCSV(path)
+    writer.on_train_begin()
+    for epoch in range(3):
+        writer.on_epoch_end(epoch, {"loss": 1.0 - epoch / 10})
+    # A resumed run restarts at epoch index 2: rows 1 and 2 stay, row 3 is replaced.
+    resumed = train.HistoryCSV(path)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"loss": 0.5, "lr": 0.1})
+    rows = io.read_csv(path)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[2]["loss"] == "0.5" and rows[2]["lr"] == "0.1" and rows[0]["lr"] == ""
+
+
+@pytest.mark.slow
+def test_fashion_mlp_five_epochs_reaches_085(tmp_path):
+    if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    cfg = configs.get("fashion_mlp")
+    cfg.train.epochs = 5
+    cfg.train.verbose = 0
+    cfg.monitor.tensorboard = False
+    summary = train.run(cfg, str(tmp_path / "fashion"))
+    assert summary["num_test"] == 10000
+    assert summary["test_accuracy"] >= 0.85
