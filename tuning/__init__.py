@@ -1,0 +1,1 @@
+"""babysit.tuning: random search in log space, coarse to fine (KerasTuner)."""
