@@ -1,0 +1,439 @@
+"""Reads a run's recorded curves and says what went wrong: ``diagnose(history) -> [Finding]``.
+
+CS231n lecture 6: babysitting the learning process — each rule is a pure function of
+recorded numbers (the lecture's loss/accuracy-curve pictures turned into measurements), with
+named thresholds that say why. ``history`` is ``keras.callbacks.History.history`` (or the
+rows of ``history.csv`` as columns); per-step losses, when given, judge the curve's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+SEVERITIES = ("error", "warning", "info")
+CODES = ("diverged", "loss_increasing", "not_training", "too_linear", "noisy", "slow_start",
+         "not_converged", "overfitting", "underfitting", "cyclic", "update_ratio", "dead_units",
+         "saturated_units", "best_at_search_edge")
+END_FRACTION = 0.1  # start/end of a curve = mean of its first/last 10 %: one epoch of ten
+EXPLODE_FACTOR = 3.0  # lecture: "cost > 3 * original cost → break out early" (ExplosionGuard)
+INCREASE_TOL = 0.1  # ends 10 % above its start: more than batch noise, the update is wrong
+FLAT_DROP = 0.01  # < 1 % relative drop over the whole run: the lecture's "loss not going down"
+CHANCE_TOL = 0.05  # end loss within 5 % of ln(C) (or above): still predicting uniformly
+LINEAR_R2 = 0.8  # a straight line must explain >= 80 % of the (smoothed) curve's variance ...
+LINEAR_GAIN = 0.03  # ... and an exponential decay no more than 3 points of R² better
+NOISE_BAND = 0.1  # per-step σ around the trend > 10 % of the start loss (healthy digits: ~3 %)
+PLATEAU_TOL = 0.05  # a plateau = the smoothed loss within 5 % of where it started ...
+PLATEAU_FRACTION = 0.1  # ... for >= 10 % of the run, which is long for a good init
+PLATEAU_THEN_DROP = 0.25  # ... and then falling by >= 25 %: the init, not the lr, held it
+PLATEAU_CONTRAST = 3.0  # ... at least 3× faster than on the plateau (a line falls evenly)
+CONVERGED_DROP = 0.05  # last 20 % of the run still took >= 5 % off the (val) loss
+OVERFIT_GAP = 0.1  # train − val accuracy > 10 points: memorizing, not generalizing
+OVERFIT_VAL_RISE = 0.1  # val loss 10 % above its minimum while train loss keeps falling
+UNDERFIT_GAP = 0.05  # train ≈ val (gap < 5 points) ...
+UNDERFIT_SCORE = 0.75  # ... and train accuracy < 75 % of the way from chance to the target
+CYCLIC_ACF = 0.4  # autocorrelation of the detrended per-step loss at the epoch lag; shuffled ≈ 0
+UPDATE_RATIO_LO, UPDATE_RATIO_HI = 1e-4, 1e-2  # lecture: ‖Δw‖/‖w‖ ≈ 1e-3, one decade either side
+DEAD_MAX = 0.2  # > 20 % of a layer's ReLUs never fire: capacity lost for good
+SATURATED_MAX = 0.25  # > 25 % of tanh/sigmoid outputs on the flat ends: gradients vanish there
+EDGE_MARGIN = 0.1  # best within 10 % of the range (in log units for log ranges) of an edge
+MIN_POINTS = 3  # shape rules need at least three points (epochs, or steps when given)
+MIN_SETTLED = 5  # "converged and still poor" needs 5 epochs: fewer cannot show the plateau
+SMOOTH_MAX = 101  # running-median window (5 % of a curve) capped: cheap on 1e5 steps
+MAX_LAG = 512  # without steps_per_epoch, look for periods up to 512 steps (cost ∝ n · lags)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what fired, how bad, the numbers behind it and what to change."""
+
+    code: str
+    severity: str  # "error" | "warning" | "info"
+    evidence: str  # one line with the measured numbers
+    advice: str  # what to change, in the lecture's words
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def to_dict(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+    """Findings as JSON-ready dicts (for ``summary.json`` and reports)."""
+    return [f.to_dict() for f in findings]
+
+
+def format_findings(findings: Sequence[Finding]) -> str:
+    """A plain-text table: severity, code and evidence, with the advice under each row."""
+    if not findings:
+        return "no findings: the curves look healthy"
+    width = max(len(f.code) for f in findings)
+    lines = [f"{'severity':<8}  {'code':<{width}}  evidence"]
+    for f in findings:
+        lines += [f"{f.severity:<8}  {f.code:<{width}}  {f.evidence}", f"{'':<10}→ {f.advice}"]
+    return "\n".join(lines)
+
+
+def _floats(values: Any) -> np.ndarray:
+    """Any sequence as float64; empty cells (``history.csv`` strings) are dropped, junk → NaN."""
+    def num(v: Any) -> float:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.nan
+    cells = np.ravel(values if values is not None else [])
+    return np.array([num(v) for v in cells if v is not None and v != ""], dtype=np.float64)
+
+
+def _column(history: Mapping[str, Any], key: str) -> np.ndarray:
+    """``history[key]`` as float64; a missing key gives an empty array."""
+    return _floats(history.get(key))
+
+
+def _ends(y: np.ndarray) -> tuple[float, float]:
+    """Mean of the first and of the last END_FRACTION of ``y``."""
+    k = max(1, round(len(y) * END_FRACTION))
+    return float(np.mean(y[:k])), float(np.mean(y[-k:]))
+
+
+def _smooth(y: np.ndarray) -> np.ndarray:
+    """Centred running median over ~5 % of the curve (identity on short epoch curves)."""
+    w = min(max(1, len(y) // 20), SMOOTH_MAX) | 1
+    if w == 1:
+        return y
+    pad = np.pad(y, w // 2, mode="reflect")  # "edge" would let one noisy end value weigh half
+    return np.median(np.lib.stride_tricks.sliding_window_view(pad, w), axis=1)
+
+
+def _r2(y: np.ndarray, fit: np.ndarray) -> float:
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - fit) ** 2)) / total if total > 0 else 1.0
+
+
+def _detrend(y: np.ndarray, d: int) -> np.ndarray:
+    """``y`` minus its d-point running mean, twice: keeps a period-d cycle, drops the trend.
+
+    A d-point mean has no period-d component, so subtracting it keeps the cycle whole; the
+    second pass removes what a curved trend leaves. Output index k is ``y``'s k + 2·((d−1)//2).
+    """
+    h = (d - 1) // 2
+    for _ in range(2):
+        c = np.cumsum(np.r_[0.0, y])
+        y = y[h:h + len(y) - d + 1] - (c[d:] - c[:-d]) / d
+    return y
+
+
+def _check_diverged(loss: np.ndarray, exploded: np.ndarray, unit: str) -> Finding | None:
+    bad = np.flatnonzero(~np.isfinite(loss))
+    y = _smooth(loss) if len(loss) and not len(bad) else np.array([math.nan])
+    start, peak = float(y[0]), float(np.max(y))  # smoothed: one spiky batch is not divergence
+    if len(bad):
+        evidence = f"loss became {loss[bad[0]]} at {unit} {bad[0] + 1} of {len(loss)}"
+    elif np.nansum(exploded) > 0:
+        evidence = f"the explosion guard fired in {int(np.nansum(exploded > 0))} epoch(s)"
+    elif start > 0 and peak > EXPLODE_FACTOR * start:
+        evidence = (f"loss rose to {peak:.4g}, {peak / start:.3g}× its start {start:.4g} "
+                    f"(> {EXPLODE_FACTOR:g}×)")
+    else:
+        return None
+    return Finding("diverged", "error", evidence,
+                   "learning rate too high (lower it ×10) or numerical instability "
+                   "(log of 0, division by 0, unnormalized inputs)",
+                   {"first_bad": int(bad[0]) if len(bad) else None, "start": start, "peak": peak})
+
+
+def _check_loss_increasing(loss: np.ndarray) -> Finding | None:
+    start, end = _ends(loss)
+    if len(loss) < 2 or not start > 0 or end <= start * (1 + INCREASE_TOL):
+        return None
+    return Finding("loss_increasing", "error",
+                   f"loss {start:.4g} → {end:.4g} over {len(loss)} points "
+                   f"(+{100 * (end / start - 1):.1f} %, > {100 * INCREASE_TOL:.0f} %)",
+                   "the update goes uphill: check the gradient sign and the update rule "
+                   "(gradient check), or lower the learning rate",
+                   {"start": start, "end": end})
+
+
+def _check_not_training(loss: np.ndarray, num_classes: int | None) -> Finding | None:
+    start, end = _ends(loss)
+    drop = (start - end) / start if start > 0 else math.nan
+    chance = math.log(num_classes) if num_classes and num_classes > 1 else math.nan
+    if len(loss) >= 2 and drop < FLAT_DROP:
+        evidence = (f"loss {start:.4g} → {end:.4g} over {len(loss)} points "
+                    f"({100 * drop:.1f} % drop, < {100 * FLAT_DROP:.0f} %)")
+    elif end >= (1 - CHANCE_TOL) * chance:
+        evidence = f"loss ends at {end:.4g}, still at chance ln({num_classes}) = {chance:.4g}"
+    else:
+        return None
+    return Finding("not_training", "error", evidence,
+                   "loss not going down: learning rate too low (raise it ×10) or "
+                   "regularization too strong; check that gradients reach the weights",
+                   {"start": start, "end": end, "drop": drop, "chance_loss": chance})
+
+
+def _check_too_linear(t: np.ndarray, loss: np.ndarray) -> Finding | None:
+    y = _smooth(loss)
+    start, end = _ends(y)
+    if len(y) < 5 or not start > 0 or (start - end) / start < FLAT_DROP:
+        return None
+    s = (t - t[0]) / (t[-1] - t[0])
+    r2_lin = _r2(y, np.polyval(np.polyfit(s, y, 1), s))
+    r2_exp = -math.inf  # best of a + b·exp(−s/τ) over a grid of τ (b > 0: a decay)
+    for tau in np.logspace(-2, 2, 41):
+        basis = np.stack([np.ones_like(s), np.exp(-s / tau)], axis=1)
+        coef = np.linalg.lstsq(basis, y, rcond=None)[0]
+        if coef[1] > 0:
+            r2_exp = max(r2_exp, _r2(y, basis @ coef))
+    if r2_lin < LINEAR_R2 or r2_exp - r2_lin >= LINEAR_GAIN:
+        return None
+    return Finding("too_linear", "warning",
+                   f"loss {start:.4g} → {end:.4g} falls in a straight line: R² {r2_lin:.3f} "
+                   f"vs {r2_exp:.3f} for an exponential decay (gain < {LINEAR_GAIN})",
+                   "linear decay = learning rate too low: raise it until the curve bends",
+                   {"start": start, "end": end, "r2_linear": r2_lin, "r2_exponential": r2_exp})
+
+
+def _check_noisy(loss: np.ndarray) -> Finding | None:
+    if len(loss) < 10 * MIN_POINTS:
+        return None
+    trend = _smooth(loss)
+    start, tail = float(trend[0]), (loss - trend)[len(loss) // 2:]  # the second half's band
+    sigma = 1.4826 * float(np.median(np.abs(tail - np.median(tail))))
+    if not start > 0 or sigma <= NOISE_BAND * start:
+        return None
+    return Finding("noisy", "warning",
+                   f"per-step loss band σ {sigma:.3g} around the trend = "
+                   f"{100 * sigma / start:.0f} % of the start loss {start:.4g} "
+                   f"(> {100 * NOISE_BAND:.0f} %)",
+                   "wide loss band: increase the batch size or lower the learning rate",
+                   {"sigma": sigma, "start": start})
+
+
+def _check_slow_start(loss: np.ndarray) -> Finding | None:
+    y = _smooth(loss)
+    if len(y) < 5 or not y[0] > 0:
+        return None
+    left = np.flatnonzero(np.abs(y - y[0]) > PLATEAU_TOL * y[0])
+    k = int(left[0]) if len(left) else len(y)
+    end, low = _ends(y)[1], int(np.argmin(y))
+    if k < max(2, PLATEAU_FRACTION * len(y)) or (y[0] - end) / y[0] < PLATEAU_THEN_DROP:
+        return None
+    during = max(float(y[0] - y[k - 1]) / k, 0.0)  # drop per point on the plateau ...
+    after = float(y[k - 1] - y[low]) / max(low - k + 1, 1)  # ... and after it
+    if after <= PLATEAU_CONTRAST * during:  # a straight line leaves the band too, evenly
+        return None
+    return Finding("slow_start", "warning",
+                   f"loss stayed at {y[0]:.4g} (± {100 * PLATEAU_TOL:.0f} %) for the first {k} "
+                   f"of {len(y)} points ({100 * k / len(y):.0f} %), then fell to {end:.4g}",
+                   "plateau then drop = bad initialization: use He/Xavier init or batch norm",
+                   {"plateau": k, "points": len(y), "start": float(y[0]), "end": end})
+
+
+def _check_not_converged(loss: np.ndarray, name: str) -> Finding | None:
+    y = _smooth(loss)
+    k = max(2, round(0.2 * len(y)))  # the last 20 % of the run, in intervals
+    if len(y) <= 2 * k or not y[-k - 1] > 0:
+        return None
+    drop = (y[-k - 1] - y[-1]) / y[-k - 1]
+    if drop < CONVERGED_DROP:
+        return None
+    return Finding("not_converged", "info",
+                   f"{name} still falling at the end: {y[-k - 1]:.4g} → {y[-1]:.4g} over the "
+                   f"last {k} of {len(y)} points ({100 * drop:.1f} %, ≥ "
+                   f"{100 * CONVERGED_DROP:.0f} %)",
+                   "not converged: train longer, or raise the learning rate",
+                   {"series": name, "from": float(y[-k - 1]), "to": float(y[-1]), "drop": drop})
+
+
+def _check_overfitting(acc: np.ndarray, val_acc: np.ndarray, loss: np.ndarray,
+                       val_loss: np.ndarray) -> Finding | None:
+    train, val = (float(np.median(a[-3:])) if len(a) else math.nan for a in (acc, val_acc))
+    gap, rise = train - val, math.nan  # medians of the last 3 epochs: one lucky epoch is noise
+    if gap > OVERFIT_GAP:
+        evidence = f"train accuracy {train:.3f} vs val {val:.3f}: gap {gap:.3f} (> {OVERFIT_GAP})"
+    elif (len(val_loss) >= 2 * MIN_POINTS and len(loss) == len(val_loss)
+          and np.isfinite(val_loss).all() and val_loss.min() > 0):
+        best, end = int(np.argmin(val_loss)), float(np.median(val_loss[-3:]))
+        rise = end / val_loss[best] - 1
+        if not (rise > OVERFIT_VAL_RISE and best < len(val_loss) - 3 and loss[-1] < loss[best]):
+            return None
+        evidence = (f"val loss rose {val_loss[best]:.4g} → {end:.4g} (+{100 * rise:.0f} %) after "
+                    f"epoch {best + 1} while train loss fell {loss[best]:.4g} → {loss[-1]:.4g}")
+    else:
+        return None
+    return Finding("overfitting", "warning", evidence,
+                   "big gap = overfitting: increase regularization (L2, dropout), "
+                   "get more data or augment it", {"gap": gap, "val_loss_rise": rise})
+
+
+def _check_underfitting(acc: np.ndarray, val_acc: np.ndarray, num_classes: int | None,
+                        target: float) -> Finding | None:
+    if len(acc) < MIN_SETTLED or len(val_acc) != len(acc):
+        return None
+    chance = 1 / num_classes if num_classes else 0.0
+    train, gap = float(np.median(acc[-3:])), float(np.median(acc[-3:]) - np.median(val_acc[-3:]))
+    score = (train - chance) / (target - chance) if target > chance else math.nan
+    if not (abs(gap) < UNDERFIT_GAP and score < UNDERFIT_SCORE):
+        return None
+    return Finding("underfitting", "warning",
+                   f"train accuracy {train:.3f} ≈ val (gap {gap:.3f}), only {100 * score:.0f} % "
+                   f"of the way from chance {chance:.3f} to {target:.3f}",
+                   "no gap and low accuracy: increase model capacity, reduce regularization",
+                   {"train_accuracy": train, "gap": gap, "score": score, "target": target})
+
+
+def _check_cyclic(steps: np.ndarray, period: int | None) -> Finding | None:
+    n = len(steps)
+    lags = ({period - 1, period, period + 1} | {d for d in range(3, period) if period % d == 0}
+            if period else set(range(3, min(n // 4, MAX_LAG) + 1)))
+    best, lag = -1.0, 0
+    for d in sorted(d for d in lags if d >= 3):  # at d = 2 the detrending alone makes 0.17
+        x = _detrend(steps, d)[max(d, period or 0):]  # drop the first epoch (the initial fall)
+        if len(x) < 3 * d:
+            continue
+        x = x - x.mean()
+        denom = float(np.dot(x, x))
+        acf = float(np.dot(x[:-d], x[d:])) / denom if denom > 0 else 0.0
+        if acf > best:
+            best, lag = acf, d
+    if best <= CYCLIC_ACF:
+        return None
+    return Finding("cyclic", "warning",
+                   f"per-step loss repeats every {lag} steps (autocorrelation {best:.2f} > "
+                   f"{CYCLIC_ACF}" + (f", epoch = {period} steps)" if period else ")"),
+                   "periodic loss = the data are not shuffled: shuffle every epoch",
+                   {"lag": lag, "autocorrelation": best, "steps_per_epoch": period})
+
+
+def _check_update_ratio(ratios: np.ndarray) -> Finding | None:
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if not len(ratios):
+        return None
+    med = float(np.median(ratios))
+    if UPDATE_RATIO_LO <= med <= UPDATE_RATIO_HI:
+        return None
+    low = med < UPDATE_RATIO_LO
+    return Finding("update_ratio", "warning",
+                   f"median update/weight ratio {med:.2g} over {len(ratios)} epochs is "
+                   f"{'below' if low else 'above'} {UPDATE_RATIO_LO if low else UPDATE_RATIO_HI:g}",
+                   ("updates too small: raise the learning rate" if low else
+                    "updates too large: lower the learning rate") + " (aim for ~1e-3)",
+                   {"median": med})
+
+
+def _worst_layer(code: str, layers: Mapping[str, float], limit: float, what: str,
+                 advice: str) -> Finding | None:
+    name, frac = max(layers.items(), key=lambda kv: kv[1], default=("", math.nan))
+    if not frac > limit:
+        return None
+    return Finding(code, "warning",
+                   f"{name}: {100 * frac:.0f} % of units {what} (> {100 * limit:.0f} %)",
+                   advice, {"layer": name, "fraction": frac, "layers": dict(layers)})
+
+
+def _check_dead_units(layers: Mapping[str, float]) -> Finding | None:
+    return _worst_layer("dead_units", layers, DEAD_MAX, "dead (never positive)",
+                        "dead ReLUs: lower the learning rate, use He init or a small positive "
+                        "bias, or a leaky ReLU")
+
+
+def _check_saturated_units(layers: Mapping[str, float]) -> Finding | None:
+    return _worst_layer("saturated_units", layers, SATURATED_MAX, "saturated",
+                        "saturated units kill the gradient: scale the init (Xavier), "
+                        "normalize the inputs, use batch norm or ReLU")
+
+
+def _check_best_at_search_edge(param: str, spec: Mapping[str, Any]) -> Finding | None:
+    try:
+        best, lo, hi = float(spec["best"]), float(spec["lo"]), float(spec["hi"])
+        f = math.log if spec.get("log") else (lambda v: v)
+        pos = float((f(best) - f(lo)) / (f(hi) - f(lo)))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, FloatingPointError):
+        return None
+    if not (pos < EDGE_MARGIN or pos > 1 - EDGE_MARGIN):
+        return None
+    side = "low" if pos < 0.5 else "high"
+    return Finding("best_at_search_edge", "warning",
+                   f"{param} best {best:.3g} sits at {100 * pos:.0f} % of "
+                   f"[{lo:.3g}, {hi:.3g}]{' (log scale)' if spec.get('log') else ''}, "
+                   f"within {100 * EDGE_MARGIN:.0f} % of the {side} edge",
+                   f"shift the {param} range past its {side} edge: the optimum may lie outside",
+                   {"param": param, "best": best, "lo": lo, "hi": hi, "position": pos})
+
+
+def _layer_fractions(stats: Mapping[str, Any], key: str, history: Mapping[str, Any],
+                     column: str) -> dict[str, float]:
+    """Per-layer fractions from ``activation_stats``, plus the monitor's last per-epoch max."""
+    layers = {str(s.get("name", i)): float(s[key])
+              for i, s in enumerate(stats.get("activation_stats") or []) if s.get(key) is not None}
+    col = _column(history, column)
+    if np.isfinite(col).any():
+        layers.setdefault(f"worst layer ({column}, last epoch)", float(col[np.isfinite(col)][-1]))
+    return layers
+
+
+def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any] | None = None,
+             *, batch_history: Sequence[float] | None = None) -> list[Finding]:
+    """Runs every rule on a run's curves; CS231n lecture 6: babysitting the learning process.
+
+    Args:
+        history: metric → list per epoch (``History.history``, a ``History`` object, or the
+            rows of ``history.csv`` as a list of dicts):
+            ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` and, when the monitors ran,
+            ``update_ratio_median``, ``act_dead_max``, ``act_saturated_max``, ``exploded``.
+        stats: optional facts: ``num_classes``, ``target_accuracy`` (what the data allows,
+            default 1.0), ``steps_per_epoch``, ``loss`` ("softmax" | "svm"),
+            ``activation_stats`` (per-layer dicts with name/dead/saturated fractions) and
+            ``search`` ({param: {"best", "lo", "hi", "log"}}).
+        batch_history: per-step training losses (not Keras's running epoch means); when
+            given, the curve-shape rules and ``cyclic`` judge these instead of epoch losses.
+
+    Returns:
+        The findings, errors first, then warnings, then info; empty for a healthy run.
+    """
+    history = getattr(history, "history", history)
+    if history is None:
+        history = {}
+    elif not isinstance(history, Mapping):  # rows, as recipes.io.read_csv gives history.csv
+        history = {k: [row.get(k) for row in history] for row in history for k in row}
+    stats = stats or {}
+    loss, steps = _column(history, "loss"), _floats(batch_history)
+    curve = steps if len(steps) >= 2 * MIN_POINTS else loss
+    classes = stats.get("num_classes") if stats.get("loss", "softmax") == "softmax" else None
+    out = [_check_diverged(curve, _column(history, "exploded"),
+                           "epoch" if curve is loss else "step")]
+    if out[0] is None and curve is not loss:  # per-step losses judged; a NaN epoch still counts
+        out[0] = _check_diverged(loss, np.array([]), "epoch")
+    trend = loss if len(loss) >= MIN_POINTS else curve  # epoch means: every example, no noise
+    if out[0] is None and len(trend):
+        out += [_check_loss_increasing(trend), _check_not_training(trend, classes)]
+    if len(out) > 1 and not any(out):
+        t = np.arange(len(curve), dtype=np.float64) + (0.5 if curve is loss else 0.0)
+        shape_t, shape_y = t, curve
+        if curve is loss and classes and classes > 1 and loss[0] < math.log(classes):
+            shape_t, shape_y = np.r_[0.0, t], np.r_[math.log(classes), loss]  # init loss ln C
+        slow = _check_slow_start(curve)
+        out += [slow, None if slow else _check_too_linear(shape_t, shape_y)]
+        period = stats.get("steps_per_epoch") or (
+            len(steps) // len(loss) if len(loss) and len(steps) % len(loss) == 0 else None)
+        cyclic = _check_cyclic(steps, int(period) if period else None) if len(steps) else None
+        out += [cyclic, None if cyclic else _check_noisy(curve)]
+        val_loss = _column(history, "val_loss")
+        ok_val = len(val_loss) >= MIN_POINTS and np.isfinite(val_loss).all()
+        out.append(_check_not_converged(*((val_loss, "val loss") if ok_val else
+                                          (trend, "train loss"))))  # epoch means: less noise
+        acc, val_acc = _column(history, "accuracy"), _column(history, "val_accuracy")
+        out.append(_check_overfitting(acc, val_acc, loss, val_loss))
+        if not any(f and f.code in ("overfitting", "too_linear", "slow_start", "not_converged")
+                   for f in out):  # underfitting = converged and still poor, nothing else
+            target = float(stats.get("target_accuracy", 1.0))
+            out.append(_check_underfitting(acc, val_acc, stats.get("num_classes"), target))
+    out += [_check_update_ratio(_column(history, "update_ratio_median")),
+            _check_dead_units(_layer_fractions(stats, "dead", history, "act_dead_max")),
+            _check_saturated_units(
+                _layer_fractions(stats, "saturated", history, "act_saturated_max"))]
+    out += [_check_best_at_search_edge(p, s) for p, s in (stats.get("search") or {}).items()]
+    return sorted((f for f in out if f), key=lambda f: SEVERITIES.index(f.severity))
