@@ -63,6 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.epsilon = 1e-8
     c.optimizer.weight_decay = 0.0  # decoupled, adamw only
     c.optimizer.clipnorm = 0.0  # 0 = off
+    c.optimizer.momentum_start = 0.5  # MomentumSchedule: ramp momentum/beta_1 from this ...
+    c.optimizer.momentum_epochs = 0  # ... to optimizer.momentum over these epochs (0 = off)
+    c.optimizer.switch_to = ""  # SwitchOptimizer: e.g. "momentum" (SGD+momentum) ...
+    c.optimizer.switch_epoch = 0  # ... from this epoch on, keeping the weights ("" = off)
+    c.optimizer.switch_learning_rate = 0.0  # lr after the switch (0 = keep the current one)
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"
@@ -91,6 +96,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.monitor.activations_every = 0  # epochs between activation statistics (0 = off)
     c.monitor.first_layer_every = 0  # epochs between first-layer weight images (0 = off)
     c.monitor.tensorboard = True
+
+    c.babysit = ml_collections.ConfigDict()
+    c.babysit.steps = "all"  # comma list of sanity,overfit,lr_range,search,train,tta,report
+    c.babysit.initial_loss_tolerance = 0.1  # |loss0 - ln C| / ln C that passes
+    c.babysit.overfit_examples = 20  # the lecture's "overfit a tiny subset"
+    c.babysit.overfit_epochs = 200  # full-batch updates
+    c.babysit.lr_min = 1e-6  # learning-rate range: log-spaced from lr_min ...
+    c.babysit.lr_max = 10.0  # ... to lr_max
+    c.babysit.lr_points = 8
+    c.babysit.lr_epochs = 1.0  # length of each lr-range run (fractions allowed)
+
+    c.search = ml_collections.ConfigDict()
+    c.search.space = "optimizer.learning_rate=log:1e-5:1e-1,model.l2=log:1e-6:1e-2"
+    c.search.strategy = "random"  # random | grid
+    c.search.stages = "20x1,10x4"  # trials x epochs per coarse-to-fine stage
+    c.search.keep_top = 5  # trials whose values the next stage's ranges span
+    c.search.seed = 0
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.tta = "none"  # none | center | five_crop | ten_crop | grid
