@@ -363,6 +363,70 @@ def _one_hot(y: tf.Tensor, num_classes: int) -> tf.Tensor:
     return tf.cast(y, tf.float32)
 
 
+class EpochSeed(keras.callbacks.Callback):
+    """Keys each training epoch's shuffle order and augmentation draws by its epoch number.
+
+    ``Dataset.shuffle(reshuffle_each_iteration=True)`` and Keras' random layers draw from
+    counters that start at zero in every new process, so a run resumed after epoch 2 would
+    see epoch 1's order again. Here epoch ``e`` uses ``stateless_shuffle(seed=(seed, e))``
+    and every watched random layer's ``SeedGenerator`` — the augmentation layers, and the
+    model's Dropout layers (``watch(model)``), whose state ``BackupAndRestore`` does not
+    save — is reset to ``(its seed, e * 2**20)`` in ``on_epoch_begin``: the data of an epoch no longer depends on what ran before it, so
+    ``BackupAndRestore`` resumes bit for bit (Keras and tf.data offer no such hook).
+    Keras builds a new iterator over the training set at the start of every epoch, after
+    ``on_epoch_begin``, so the prefetch buffer never holds a batch of the wrong epoch.
+    Used without the callback, every new iterator advances the epoch by itself.
+    """
+
+    _DRAWS_PER_EPOCH = 2**20  # counter space per epoch; far above any epoch's draws
+
+    def __init__(self):
+        super().__init__()
+        with tf.init_scope():
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+        self._generators: list[tuple[Any, np.ndarray]] = []
+
+    def watch(self, layers: keras.layers.Layer | list[keras.layers.Layer]) -> None:
+        """Registers the seed generators of ``layers`` (a model, or a list) and sublayers."""
+        for layer in layers if isinstance(layers, list) else [layers]:
+            for sub in layer._flatten_layers(include_self=True):
+                for generator in getattr(sub, "_seed_generators", []):
+                    self._generators.append((generator, np.array(generator.state.numpy())))
+
+    def batches(self, x: np.ndarray, labels: np.ndarray, batch: int, *, shuffle: bool,
+                seed: int) -> tf.data.Dataset:
+        """Batches of ``(images, labels)`` in an order that depends on (seed, epoch) only."""
+        n = len(x)
+        with tf.init_scope():
+            x_t, y_t = tf.constant(x), tf.constant(labels)
+            seed_t = tf.constant(int(seed), tf.int64)
+
+        def order(_):
+            # Each new iterator (one per epoch in fit) takes the epoch number and advances
+            # it, so the order changes every epoch even when no callback sets it.
+            epoch = self.epoch.assign_add(1) - 1
+            idx = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                key = tf.stack([seed_t, epoch])
+                idx = tf.random.experimental.stateless_shuffle(idx, seed=key)
+            return tf.data.Dataset.from_tensor_slices(idx)
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(order).batch(batch)
+        return ds.map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)),
+                      num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Points the pipeline at epoch ``epoch`` (0-based)."""
+        self.epoch.assign(epoch)
+        for generator, initial in self._generators:
+            state = initial.copy()
+            state[1] = initial[1] + epoch * self._DRAWS_PER_EPOCH
+            generator.state.assign(state)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.set_epoch(epoch)
+
+
 def make(
     x: np.ndarray,
     y: np.ndarray,
@@ -372,6 +436,7 @@ def make(
     num_classes: int,
     preprocessor: Preprocessor | None = None,
     seed: int | None = None,
+    epoch_seed: EpochSeed | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
@@ -384,6 +449,10 @@ def make(
         num_classes: Depth of the one-hot labels.
         preprocessor: Fitted on the training images; applied to every batch.
         seed: Seed for shuffling and augmentation (default ``config.train.seed``).
+        epoch_seed: For training: makes epoch ``e``'s order and augmentation a function of
+            ``(seed, e)`` alone, so a run resumed at epoch ``e`` sees the same data as an
+            uninterrupted one; pass the same object to ``fit`` as a callback. Without it,
+            ``Dataset.shuffle`` reshuffles on every iteration of this dataset object.
 
     Returns:
         A dataset of ``(images float32, one-hot labels float32)`` batches. With the same
@@ -424,10 +493,16 @@ def make(
                 images, targets = mixed["images"], mixed["labels"]
             return images, targets
 
-        ds = ds.cache()
-        if config.train.get("shuffle", True):
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch).map(to_float, **par)
+        shuffle = config.train.get("shuffle", True)
+        if epoch_seed is not None:
+            epoch_seed.watch(image_layers + mix_layers)
+            ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed)
+        else:
+            ds = ds.cache()
+            if shuffle:
+                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(batch)
+        ds = ds.map(to_float, **par)
         if image_layers or mix_layers:
             ds = ds.map(augment, num_parallel_calls=None)  # sequential: see module docstring
         ds = ds.map(preprocess, **par)

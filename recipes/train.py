@@ -45,6 +45,7 @@ class Prepared:
     model: keras.Model
     steps_per_epoch: int
     strategy: tf.distribute.Strategy
+    epoch_seed: pipeline.EpochSeed  # a callback for fit: epoch e's data depends on e alone
 
 
 def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
@@ -72,8 +73,10 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
                             pca_components=cfg.dataset.pca_components,
                             zca_epsilon=cfg.dataset.zca_epsilon)
     num_classes = splits.info.num_classes
+    epoch_seed = pipeline.EpochSeed()
     train_ds = pipeline.make(splits.train.x, splits.train.y, cfg, training=True,
-                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed)
+                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed,
+                             epoch_seed=epoch_seed)
     val_ds = None
     if len(splits.val):
         val_ds = pipeline.make(splits.val.x, splits.val.y, cfg, training=False,
@@ -82,13 +85,14 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
     input_shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
     with strategy.scope():
         model = models.build(cfg.model, input_shape, num_classes)
+        epoch_seed.watch(model)  # Dropout masks too depend on (seed, epoch) alone
         lr = schedules.get(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
                            steps_per_epoch=steps, epochs=cfg.train.epochs)
         model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),
                       loss=losses.get(cfg.loss, num_classes),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                       jit_compile=_jit(cfg.train.jit_compile))
-    return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy)
+    return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy, epoch_seed)
 
 
 def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
@@ -123,6 +127,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     p.preprocessor.save(workdir)
     history_path = os.path.join(workdir, "history.csv")
     cbs = [
+        p.epoch_seed,
         bcallbacks.LearningRateLogger(),
         *schedules.callbacks(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
                              steps_per_epoch=p.steps_per_epoch),
@@ -136,7 +141,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
 
     fit_start = time.time()
     p.model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
-                callbacks=cbs, verbose=cfg.train.verbose)
+                callbacks=cbs, verbose=cfg.train.verbose, shuffle=False)  # tf.data shuffles
     fit_seconds = time.time() - fit_start
 
     rows = io.read_csv(history_path) if os.path.exists(history_path) else []
