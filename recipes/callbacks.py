@@ -14,13 +14,15 @@ every step, so a callback may swap it between epochs). Each rebuild costs one re
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
+import os
 from typing import Any
 
 import keras
 from keras import ops
 
-from recipes import optimizers
+from recipes import io, optimizers
 
 __all__ = ["LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "learning_rate_used"]
 
@@ -131,6 +133,8 @@ class MomentumSchedule(keras.callbacks.Callback):
                              "beta_1; use sgd momentum/nesterov, rmsprop, adam or adamw")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch > self.epochs:  # the ramp is over: leave the optimizer (maybe switched) alone
+            return
         opt = _inner(self.model.optimizer)
         m = self.value(epoch)
         if float(getattr(opt, self._attr)) != m:
@@ -138,8 +142,10 @@ class MomentumSchedule(keras.callbacks.Callback):
             self.model.make_train_function(force=True)  # retrace: the new value is a constant
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["momentum"] = float(getattr(_inner(self.model.optimizer), self._attr))
+        opt = _inner(self.model.optimizer)
+        attr = "beta_1" if hasattr(opt, "beta_1") else "momentum"  # a SwitchOptimizer may
+        if logs is not None and hasattr(opt, attr):  # have replaced the optimizer meanwhile
+            logs["momentum"] = float(getattr(opt, attr))
 
 
 class SwitchOptimizer(keras.callbacks.Callback):
@@ -195,3 +201,46 @@ class SwitchOptimizer(keras.callbacks.Callback):
             compile_config.config["optimizer"] = new
         self.model.make_train_function(force=True)  # the traced step holds the old optimizer
         self._new, self._switched = new, True
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Keeps the best model by a validation metric in ``path``, written atomically.
+
+    CS231n "Neural Networks 3": keep the checkpoint with the best validation performance.
+    Keras's ``ModelCheckpoint(save_best_only=True)`` writes the file in place (a kill can
+    leave half a file) and forgets the best value when a run resumes; this one replaces
+    the file through a rename and reads the best value so far from ``history.csv``.
+
+    Args:
+        path: the ``.keras`` file.
+        monitor: a metric in the epoch logs, e.g. ``"val_accuracy"`` or ``"val_loss"``.
+        history_path: the run's ``history.csv``, to recover the best value after a resume.
+    """
+
+    def __init__(self, path: str, monitor: str = "val_accuracy", history_path: str = ""):
+        super().__init__()
+        self.path, self.monitor, self.history_path = path, monitor, history_path
+        self.mode_max = "loss" not in monitor
+        self.best = -math.inf if self.mode_max else math.inf
+        self.best_epoch = 0
+
+    def _better(self, value: float) -> bool:
+        return value > self.best if self.mode_max else value < self.best
+
+    def on_train_begin(self, logs=None):
+        if self.history_path and os.path.exists(self.history_path):
+            for row in io.read_csv(self.history_path):
+                value = row.get(self.monitor, "")
+                if value not in ("", None) and self._better(float(value)):
+                    self.best, self.best_epoch = float(value), int(row["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or not self._better(float(value)):
+            return
+        self.best, self.best_epoch = float(value), epoch + 1
+        with io.atomic_path(self.path, suffix=".keras") as tmp:
+            self.model.save(tmp)

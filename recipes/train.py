@@ -27,7 +27,17 @@ import tensorflow as tf
 
 import models
 from recipes import callbacks as bcallbacks
-from recipes import configs, data, io, losses, optimizers, pipeline, preprocessing, schedules
+from recipes import (
+    configs,
+    data,
+    io,
+    losses,
+    optimizers,
+    pipeline,
+    preprocessing,
+    schedules,
+    tta,
+)
 
 #: Fields that may differ between a run and its resumption (they change no result).
 _RESUME_IGNORED = (("train", "verbose"),)
@@ -83,6 +93,7 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
                                num_classes=num_classes, preprocessor=pre)
     steps = pipeline.steps_per_epoch(len(splits.train), cfg)
     input_shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
+    _check_tta(cfg, input_shape)
     with strategy.scope():
         model = models.build(cfg.model, input_shape, num_classes)
         epoch_seed.watch(model)  # Dropout masks too depend on (seed, epoch) alone
@@ -121,24 +132,12 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     p = prepare(config, splits=splits)
     cfg = p.config
     _check_workdir(workdir, cfg, overwrite=overwrite)
+    history_path = os.path.join(workdir, "history.csv")
+    cbs = _callbacks(p, workdir, history_path, extra_callbacks or [])  # checks their fields
 
     os.makedirs(workdir, exist_ok=True)
     io.write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
     p.preprocessor.save(workdir)
-    history_path = os.path.join(workdir, "history.csv")
-    cbs = [
-        p.epoch_seed,
-        bcallbacks.LearningRateLogger(),
-        *schedules.callbacks(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
-                             steps_per_epoch=p.steps_per_epoch),
-        keras.callbacks.TerminateOnNaN(),
-        *(extra_callbacks or []),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-        HistoryCSV(history_path),
-    ]
-    if cfg.monitor.tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
-
     fit_start = time.time()
     p.model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
                 callbacks=cbs, verbose=cfg.train.verbose, shuffle=False)  # tf.data shuffles
@@ -155,6 +154,38 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
               f"after {summary['epochs']} epochs in {summary['fit_seconds']:.1f} s; "
               f"artifacts in {workdir}")
     return summary
+
+
+def _callbacks(p: Prepared, workdir: str, history_path: str,
+               extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+    """The run's callbacks, in order: those that write into ``logs`` come before the writers."""
+    cfg, o = p.config, p.config.optimizer
+    cbs: list[keras.callbacks.Callback] = [p.epoch_seed, bcallbacks.LearningRateLogger()]
+    cbs += schedules.callbacks(cfg.schedule, learning_rate=o.learning_rate,
+                               steps_per_epoch=p.steps_per_epoch)
+    if o.momentum_epochs:
+        end = o.beta_1 if o.name in ("adam", "adamw") else o.momentum
+        cbs.append(bcallbacks.MomentumSchedule(o.momentum_start, end, o.momentum_epochs))
+    if o.switch_to:
+        if o.switch_to not in optimizers.NAMES:
+            raise ValueError(f"optimizer.switch_to={o.switch_to!r} is not an optimizer; use one "
+                             f"of {list(optimizers.NAMES)}, or '' for no switch")
+        to = dict(o.to_dict(), name=o.switch_to)
+        cbs.append(bcallbacks.SwitchOptimizer(o.switch_epoch, to,
+                                              learning_rate=o.switch_learning_rate or None))
+    cbs += [keras.callbacks.TerminateOnNaN(), *extra]
+    cbs += [keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+            HistoryCSV(history_path)]
+    if p.val_ds is not None:
+        cbs.append(bcallbacks.BestModelCheckpoint(os.path.join(workdir, "best.keras"),
+                                                  "val_accuracy", history_path))
+    if cfg.evaluate.tta != "none" and cfg.evaluate.tta_every and len(p.splits.val):
+        x_val = p.preprocessor.transform(p.splits.val.x)
+        cbs.insert(2, tta.CropAveragingEval(x_val, p.splits.val.y, cfg.evaluate.tta,
+                                            every=cfg.evaluate.tta_every, grid=cfg.evaluate.grid))
+    if cfg.monitor.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
+    return cbs
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -195,6 +226,13 @@ def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
         loss, acc = p.model.evaluate(ds, verbose=0)
         summary[f"{name}_loss"] = float(loss)
         summary[f"{name}_accuracy"] = float(acc)
+    if cfg.evaluate.tta != "none" and len(splits.test):
+        # Full-size images: the preprocessors allowed with crops are per-channel, so
+        # cropping after preprocessing equals preprocessing the crops.
+        x = p.preprocessor.transform(splits.test.x)
+        scores = tta.evaluate(p.model, x, splits.test.y, cfg.evaluate.tta, grid=cfg.evaluate.grid)
+        summary.update(test_tta_accuracy=scores["accuracy"], test_tta_loss=scores["loss"],
+                       tta_mode=cfg.evaluate.tta)
     losses_seen = [float(r["loss"]) for r in rows if r.get("loss", "") != ""]
     epochs = len(rows)
     summary.update(
@@ -224,6 +262,22 @@ def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
     if t.verbose not in (0, 1, 2):
         raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
+
+
+def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:
+    """Test-time crops need a known mode and image inputs (PCA flattens them)."""
+    mode = cfg.evaluate.tta
+    if mode == "none":
+        return
+    if mode not in tta.MODES:
+        raise ValueError(f"evaluate.tta={mode!r} is not a crop mode; use one of "
+                         f"{sorted(set(tta.MODES) | {'none'})}")
+    if len(input_shape) != 3:
+        raise ValueError(f"evaluate.tta={mode} needs image inputs, but dataset.preprocess="
+                         f"{cfg.dataset.preprocess} turns them into vectors; use standardize "
+                         "or per_channel_mean, or evaluate.tta=none")
+    if cfg.evaluate.tta_every < 0:
+        raise ValueError(f"evaluate.tta_every must be >= 0, got {cfg.evaluate.tta_every}")
 
 
 def _check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bool) -> None:

@@ -178,3 +178,40 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
             assert float(a[key]) == float(b[key]), (a["epoch"], key)
     for key in ("train_loss", "val_loss", "test_loss", "test_accuracy"):
         assert resumed[key] == full[key], key
+
+
+def test_crop_averaging_best_checkpoint_and_summary(tmp_path):
+    workdir = tmp_path / "w"
+    cfg = quick(**{"evaluate.tta": "ten_crop", "evaluate.tta_every": 2, "train.epochs": 4})
+    summary = train.run(cfg, str(workdir))
+    assert summary["tta_mode"] == "ten_crop"
+    assert 0.0 <= summary["test_tta_accuracy"] <= 1.0
+    assert summary["test_tta_accuracy"] != summary["test_accuracy"] or summary["test_accuracy"]
+    rows = io.read_csv(str(workdir / "history.csv"))
+    tta_values = [r["val_tta_accuracy"] for r in rows]
+    assert tta_values[0] == "nan" and float(tta_values[1]) > 0  # every 2nd epoch
+    best = keras.saving.load_model(str(workdir / "best.keras"), safe_mode=True)
+    assert best.count_params() == summary["parameters"]
+
+
+def test_optimizer_switch_and_momentum_schedule_from_config(tmp_path):
+    cfg = quick(**{"optimizer.name": "adam", "optimizer.switch_to": "momentum",
+                   "optimizer.switch_epoch": 2, "optimizer.switch_learning_rate": 0.01,
+                   "optimizer.momentum_epochs": 2, "train.epochs": 3})
+    train.run(cfg, str(tmp_path / "w"))
+    rows = io.read_csv(str(tmp_path / "w" / "history.csv"))
+    assert float(rows[0]["momentum"]) == pytest.approx(0.5)  # beta_1 ramps 0.5 -> 0.9
+    assert float(rows[-1]["lr"]) == pytest.approx(0.01)  # SGD+momentum after the switch
+    model = keras.saving.load_model(str(tmp_path / "w" / "model.keras"), safe_mode=True)
+    assert type(model.optimizer).__name__ == "SGD"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"optimizer.switch_to": "adamm"}, "optimizer.switch_to"),
+    ({"evaluate.tta": "twelve_crop"}, "evaluate.tta"),
+    ({"evaluate.tta": "center", "dataset.preprocess": "pca"}, "vectors"),
+])
+def test_bad_callback_fields_fail_before_writing(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.run(quick(**overrides), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

@@ -117,4 +117,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.tta = "none"  # none | center | five_crop | ten_crop | grid
     c.evaluate.grid = 3
+    c.evaluate.tta_every = 0  # epochs between val_tta_accuracy measurements (0 = only at the end)
     return c
