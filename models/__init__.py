@@ -46,6 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
     })
     c.init = "he"  # models.initializers.NAMES
     c.init_scale = 0.01  # std of the `small` init
+    # The classifier starts this many times smaller than `init` makes it, so logits start
+    # near 0 and the initial loss near ln(C) (CS231n "check the initial loss"; timm's
+    # ConvNeXt head_init_scale). 1.0 = the same init as the hidden layers.
+    c.head_init_scale = 0.1
     c.bias_init = 0.0
     c.norm = "none"  # models.norms.NAMES
     c.norm_position = "before_activation"  # before_activation | after_activation

@@ -36,6 +36,7 @@ class Knobs:
     activation_kw: Mapping
     init: str
     init_scale: float
+    head_init_scale: float
     bias_init: float
     norm: str
     norm_position: str
@@ -54,6 +55,8 @@ class Knobs:
             raise ValueError(
                 f"norm_position must be one of {POSITIONS}, got {c['norm_position']!r}"
             )
+        if not float(c["head_init_scale"]) > 0.0:
+            raise ValueError(f"head_init_scale must be > 0, got {c['head_init_scale']!r}")
         if not 0.0 <= float(c["dropout"]) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {c['dropout']!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -159,7 +162,7 @@ def logits(x, num_classes: int, k: Knobs):
     """The classifier: a plain Dense, regularized and constrained, never normalized."""
     return keras.layers.Dense(
         num_classes,
-        kernel_initializer=kernel_initializer(k),
+        kernel_initializer=initializers.Scaled(kernel_initializer(k), k.head_init_scale),
         kernel_regularizer=_regularizer(k),
         kernel_constraint=_constraint(k, 2),
         name="logits",

@@ -101,3 +101,33 @@ def get(identifier=None, **kw) -> keras.initializers.Initializer | None:
     if key == "lecun":
         return keras.initializers.LecunNormal(seed=seed)
     return keras.initializers.Orthogonal(gain=float(args["gain"]), seed=seed)
+
+
+@keras.saving.register_keras_serializable(package="babysit")
+class Scaled(keras.initializers.Initializer):
+    """Another initializer's values times ``factor`` (Keras has no such wrapper).
+
+    Used for the classifier, which should start small so the initial loss is ln(C)
+    (CS231n "check the initial loss"; timm's ``head_init_scale``).
+
+    Args:
+        initializer: the initializer to scale (an instance, a name of this registry, or a
+            serialized Keras initializer).
+        factor: the multiplier, > 0.
+    """
+
+    def __init__(self, initializer, factor: float = 1.0):
+        self.initializer = initializer if isinstance(
+            initializer, keras.initializers.Initializer) else (
+            keras.initializers.deserialize(initializer) if isinstance(initializer, Mapping)
+            else get(initializer))
+        if not float(factor) > 0:
+            raise ValueError(f"Scaled: factor must be > 0, got {factor!r}")
+        self.factor = float(factor)
+
+    def __call__(self, shape, dtype=None):
+        return self.initializer(shape, dtype=dtype) * self.factor
+
+    def get_config(self):
+        return {"initializer": keras.initializers.serialize(self.initializer),
+                "factor": self.factor}

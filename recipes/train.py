@@ -35,6 +35,7 @@ from recipes import (
     optimizers,
     pipeline,
     preprocessing,
+    sanity,
     schedules,
     tta,
 )
@@ -97,6 +98,9 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
     with strategy.scope():
         model = models.build(cfg.model, input_shape, num_classes)
         epoch_seed.watch(model)  # Dropout masks too depend on (seed, epoch) alone
+        if cfg.train.prior_bias and cfg.loss.name == "softmax":
+            # Karpathy's "init well": imbalanced classes start at the prior's entropy.
+            sanity.init_output_bias(model, splits.train.y, num_classes)
         lr = schedules.get(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
                            steps_per_epoch=steps, epochs=cfg.train.epochs)
         model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),

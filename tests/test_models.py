@@ -46,7 +46,7 @@ def test_default_config_fields():
     assert isinstance(c, ml_collections.ConfigDict)
     assert set(c) == {
         "arch", "hidden", "widths", "blocks_per_stage", "head", "depth", "width", "variant",
-        "activation", "activation_kw", "init", "init_scale", "bias_init", "norm",
+        "activation", "activation_kw", "init", "init_scale", "head_init_scale", "bias_init", "norm",
         "norm_position", "groups", "dropout", "l1", "l2", "max_norm",
     }
     assert (c.arch, tuple(c.hidden), c.activation, c.init, c.norm) == (
@@ -253,3 +253,18 @@ def test_save_load_safe_mode_predicts_identically(tmp_path, arch, extra):
     loaded = keras.saving.load_model(path)
     x = np.random.default_rng(1).standard_normal((5, *shape)).astype("float32")
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0])
+def test_head_starts_head_init_scale_times_smaller(scale):
+    """He-initialised logits on standardized inputs start with std ~2 and loss >> ln C."""
+    model = models.build({"hidden": (400,), "init": "he", "head_init_scale": scale}, (400,), 400)
+    head = model.get_layer("logits").kernel.numpy()
+    np.testing.assert_allclose(head.std(), scale * np.sqrt(2 / 400), rtol=0.05)
+    hidden = model.get_layer("dense_0").kernel.numpy()
+    np.testing.assert_allclose(hidden.std(), np.sqrt(2 / 400), rtol=0.05)
+
+
+def test_head_init_scale_must_be_positive():
+    with pytest.raises(ValueError, match="head_init_scale"):
+        models.build({"head_init_scale": 0.0}, (8,), 3)

@@ -215,3 +215,20 @@ def test_bad_callback_fields_fail_before_writing(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         train.run(quick(**overrides), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_imbalanced_classes_start_at_the_prior_entropy():
+    splits = data.load("digits")
+    keep = (splits.train.y == 0) | (np.arange(len(splits.train)) % 6 == 0)
+    train_split = data.Split(splits.train.x[keep], splits.train.y[keep])
+    imbalanced = data.Splits(train_split, splits.val, splits.test, splits.info)
+    prior = np.bincount(train_split.y, minlength=10) / len(train_split)
+    entropy = float(-(prior * np.log(prior)).sum())
+    p = train.prepare(quick(), splits=imbalanced)
+    bias = p.model.get_layer("logits").bias.numpy()
+    np.testing.assert_allclose(bias - bias.mean(), np.log(prior) - np.log(prior).mean(),
+                               atol=1e-5)
+    x, y = next(iter(p.train_ds))
+    loss = float(keras.losses.CategoricalCrossentropy(from_logits=True)(y, p.model(x)))
+    assert loss == pytest.approx(entropy, rel=0.1)
+    assert entropy < np.log(10) - 0.3  # the check means something: well below ln C

@@ -89,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.distribute = "none"  # none | mirrored | multi_worker | tpu
     c.train.verbose = 1  # 1 = progress bar, 2 = one line per epoch, 0 = quiet
     c.train.jit_compile = "auto"
+    c.train.prior_bias = True  # logits bias = ln(class priors) when classes are imbalanced
 
     c.monitor = ml_collections.ConfigDict()
     c.monitor.explosion_factor = 3.0  # stop when loss > factor x initial loss (0 = off)
