@@ -371,8 +371,9 @@ class EpochSeed(keras.callbacks.Callback):
     see epoch 1's order again. Here epoch ``e`` uses ``stateless_shuffle(seed=(seed, e))``
     and every watched random layer's ``SeedGenerator`` — the augmentation layers, and the
     model's Dropout layers (``watch(model)``), whose state ``BackupAndRestore`` does not
-    save — is reset to ``(its seed, e * 2**20)`` in ``on_epoch_begin``: the data of an epoch no longer depends on what ran before it, so
-    ``BackupAndRestore`` resumes bit for bit (Keras and tf.data offer no such hook).
+    save — is reset to ``(its seed, e * 2**20)`` in ``on_epoch_begin``: the data of an
+    epoch no longer depends on what ran before it, so ``BackupAndRestore`` resumes bit
+    for bit (Keras and tf.data offer no such hook).
     Keras builds a new iterator over the training set at the start of every epoch, after
     ``on_epoch_begin``, so the prefetch buffer never holds a batch of the wrong epoch.
     Used without the callback, every new iterator advances the epoch by itself.
