@@ -413,6 +413,8 @@ class EpochSeed(keras.callbacks.Callback):
             return tf.data.Dataset.from_tensor_slices(idx)
 
         ds = tf.data.Dataset.from_tensors(0).flat_map(order).batch(batch)
+        # flat_map hides the length; Keras would learn it by running out of data (and warn).
+        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch)))
         return ds.map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)),
                       num_parallel_calls=AUTOTUNE, deterministic=True)
 

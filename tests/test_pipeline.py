@@ -332,3 +332,13 @@ def test_epoch_seed_advances_by_itself_without_the_callback():
     assert not np.array_equal(orders[0], orders[1])
     assert not np.array_equal(orders[1], orders[2])
     assert sorted(orders[0]) == sorted(orders[1])
+
+
+def test_epoch_seed_pipeline_states_its_length():
+    """Keras warns "input ran out of data" on every fit of an unknown-length dataset."""
+    x = np.zeros((50, 2, 2, 1), dtype=np.float32)
+    cfg = base.get_config()
+    cfg.train.batch_size = 16
+    ds = pipeline.make(x, np.zeros(50, np.int64), cfg, training=True, num_classes=2,
+                       epoch_seed=pipeline.EpochSeed())
+    assert int(ds.cardinality()) == 4 == len(list(ds))
