@@ -244,3 +244,19 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), epoch + 1
         with io.atomic_path(self.path, suffix=".keras") as tmp:
             self.model.save(tmp)
+
+
+# --- monitors (recipes/monitors.py), re-exported: DESIGN.md names them recipes.callbacks.* --
+
+from recipes.monitors import (  # noqa: E402
+    ActivationMonitor,
+    ExplosionGuard,
+    FirstLayerWeights,
+    UpdateRatioMonitor,
+)
+
+__all__ = [
+    "ActivationMonitor", "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights",
+    "LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "UpdateRatioMonitor",
+    "learning_rate_used",
+]

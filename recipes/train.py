@@ -23,6 +23,7 @@ from typing import Any
 
 import keras
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 import models
@@ -32,6 +33,7 @@ from recipes import (
     data,
     io,
     losses,
+    monitors,
     optimizers,
     pipeline,
     preprocessing,
@@ -135,7 +137,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     start = time.time()
     p = prepare(config, splits=splits)
     cfg = p.config
-    _check_workdir(workdir, cfg, overwrite=overwrite)
+    check_workdir(workdir, cfg, overwrite=overwrite)
     history_path = os.path.join(workdir, "history.csv")
     cbs = _callbacks(p, workdir, history_path, extra_callbacks or [])  # checks their fields
 
@@ -148,7 +150,10 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     fit_seconds = time.time() - fit_start
 
     rows = io.read_csv(history_path) if os.path.exists(history_path) else []
+    exploded = _save_monitor_records(cbs, workdir)
     summary = _summarize(p, rows, fit_seconds=fit_seconds)
+    if exploded:
+        summary["stopped_reason"] = exploded
     with io.atomic_path(os.path.join(workdir, "model.keras"), suffix=".keras") as tmp:
         p.model.save(tmp)
     summary["total_seconds"] = round(time.time() - start, 2)
@@ -177,6 +182,9 @@ def _callbacks(p: Prepared, workdir: str, history_path: str,
         to = dict(o.to_dict(), name=o.switch_to)
         cbs.append(bcallbacks.SwitchOptimizer(o.switch_epoch, to,
                                               learning_rate=o.switch_learning_rate or None))
+    cbs += monitors.callbacks(cfg.monitor, probe_x=_probe(p), workdir=workdir,
+                              input_shape=p.splits.info.input_shape,
+                              initial_loss=_first_loss(history_path))
     cbs += [keras.callbacks.TerminateOnNaN(), *extra]
     cbs += [keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
             HistoryCSV(history_path)]
@@ -190,6 +198,37 @@ def _callbacks(p: Prepared, workdir: str, history_path: str,
     if cfg.monitor.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
     return cbs
+
+
+def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
+    """A fixed batch of validation images as the model sees them, for ActivationMonitor."""
+    if not p.config.monitor.activations_every:
+        return None
+    split = p.splits.val if len(p.splits.val) else p.splits.train
+    ds = pipeline.make(split.x[:size], split.y[:size], p.config, training=False,
+                       num_classes=p.splits.info.num_classes, preprocessor=p.preprocessor)
+    return np.concatenate([x.numpy() for x, _ in ds])
+
+
+def _first_loss(history_path: str) -> float | None:
+    """The first epoch's loss of a run being resumed, as ExplosionGuard's reference."""
+    if not os.path.exists(history_path):
+        return None
+    rows = io.read_csv(history_path)
+    return float(rows[0]["loss"]) if rows and rows[0].get("loss") else None
+
+
+def _save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> str | None:
+    """Writes the monitors' per-layer records for the report; returns a stop reason."""
+    reason = None
+    for cb in cbs:
+        if isinstance(cb, monitors.UpdateRatioMonitor):
+            io.write_json(os.path.join(workdir, "update_ratios.json"), cb.records)
+        elif isinstance(cb, monitors.ActivationMonitor):
+            io.write_json(os.path.join(workdir, "activation_stats.json"), cb.records)
+        elif isinstance(cb, monitors.ExplosionGuard) and cb.stopped:
+            reason = cb.reason
+    return reason
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -284,8 +323,20 @@ def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:
         raise ValueError(f"evaluate.tta_every must be >= 0, got {cfg.evaluate.tta_every}")
 
 
-def _check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bool) -> None:
-    """Refuses a workdir that is a file, unwritable, finished, or another config's run."""
+def check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bool = False,
+                  ignore_fields: tuple[tuple[str, str], ...] = ()) -> None:
+    """Refuses a workdir that is a file, unwritable, finished, or another config's run.
+
+    Args:
+        workdir: the run's directory.
+        cfg: the run's config.
+        overwrite: a finished run may be replaced.
+        ignore_fields: ``(branch, field)`` pairs left out of the comparison with an
+            unfinished run's config (``recipes.babysit`` sets the learning rate itself).
+
+    Raises:
+        ValueError: the workdir cannot be used, with the fix.
+    """
     if not workdir:
         raise ValueError("--workdir is required: give a directory for the run's artifacts")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -302,14 +353,15 @@ def _check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: b
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         old = io.read_json(config_path, what="config")
-        if _comparable(old) != _comparable(cfg.to_dict()):
+        ignored = _RESUME_IGNORED + tuple(ignore_fields)
+        if _comparable(old, ignored) != _comparable(cfg.to_dict(), ignored):
             raise ValueError(f"--workdir {workdir} holds an unfinished run of another config; "
                              "rerun with the same config to resume it, or use a new workdir")
 
 
-def _comparable(tree: Mapping[str, Any]) -> str:
+def _comparable(tree: Mapping[str, Any], ignored: tuple[tuple[str, str], ...]) -> str:
     tree = json.loads(json.dumps(tree, default=list))  # tuples → lists, deep copy
-    for branch, field in _RESUME_IGNORED:
+    for branch, field in ignored:
         tree.get(branch, {}).pop(field, None)
     return json.dumps(tree, sort_keys=True)
 

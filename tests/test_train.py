@@ -232,3 +232,25 @@ def test_imbalanced_classes_start_at_the_prior_entropy():
     loss = float(keras.losses.CategoricalCrossentropy(from_logits=True)(y, p.model(x)))
     assert loss == pytest.approx(entropy, rel=0.1)
     assert entropy < np.log(10) - 0.3  # the check means something: well below ln C
+
+
+def test_monitors_write_into_history_and_records(tmp_path):
+    workdir = tmp_path / "w"
+    cfg = quick(**{"monitor.update_ratio_every": 3, "monitor.activations_every": 1,
+                   "monitor.first_layer_every": 2, "train.epochs": 4})
+    train.run(cfg, str(workdir))
+    rows = io.read_csv(str(workdir / "history.csv"))
+    for column in ("update_ratio_median", "act_std_min", "act_dead_max", "exploded"):
+        assert column in rows[-1] and rows[-1][column] != "", column
+    assert 1e-6 < float(rows[-1]["update_ratio_median"]) < 1
+    assert json.loads((workdir / "update_ratios.json").read_text())[0]["ratios"]
+    assert json.loads((workdir / "activation_stats.json").read_text())[-1]["layers"]
+    images = sorted(p.name for p in (workdir / "plots" / "first_layer").iterdir())
+    assert images == ["first_layer_epoch002.png", "first_layer_epoch004.png"]
+
+
+def test_exploding_run_stops_with_its_reason(tmp_path):
+    cfg = quick(**{"optimizer.name": "sgd", "optimizer.learning_rate": 1e6, "train.epochs": 5})
+    summary = train.run(cfg, str(tmp_path / "w"))
+    assert summary["epochs"] == 1
+    assert "nan" in summary["stopped_reason"] or "3" in summary["stopped_reason"]
