@@ -1,0 +1,428 @@
+"""The whole babysitting procedure, run for the user with a verdict at every step.
+
+CS231n lecture 6, "Babysitting the learning process", in order: check the initial loss,
+check that regularization raises it, make sure the model can overfit 20 examples, find
+the learning-rate range, search hyperparameters coarse to fine, train with the schedule
+while the monitors watch, average test-time crops, read the curves, write the report.
+
+``recipes.babysit.run(config, workdir)`` and
+``python -m recipes.babysit --config=NAME_OR_PATH --workdir=DIR [--steps=...]``. Each step
+prints one line as it finishes; ``babysit.json`` keeps every verdict; the training run's
+artifacts, ``report.md`` and ``report.html`` land in ``workdir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import ml_collections
+import numpy as np
+
+from recipes import (
+    configs,
+    data,
+    diagnose,
+    io,
+    lr_range,
+    pipeline,
+    preprocessing,
+    report,
+    sanity,
+    train,
+)
+
+#: The procedure's steps, in the order they run. "all" runs every one.
+STEPS = ("sanity", "overfit", "lr_range", "search", "train", "diagnose", "report")
+SEARCH_LR_MARGIN = 10.0  # the search spans the lr range widened by this factor each side
+
+
+@dataclasses.dataclass
+class Step:
+    """One step's outcome: a line for the terminal, a row for the report."""
+
+    name: str
+    passed: bool | None  # None: informative, skipped or not applicable
+    verdict: str
+    advice: str = ""
+    seconds: float = 0.0
+
+    def line(self, index: int, total: int) -> str:
+        mark = {True: "PASS", False: "FAIL", None: "----"}[self.passed]
+        return f"[{index}/{total}] {self.name:<26} {mark}  {self.verdict}"
+
+
+def parse_steps(steps: str | list[str] | None) -> list[str]:
+    """Turns ``"all"`` or ``"sanity,lr_range,train"`` into the steps, in procedure order."""
+    if steps is None or steps == "all" or steps == ["all"]:
+        return list(STEPS)
+    names = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps)]
+    unknown = [n for n in names if n not in STEPS]
+    if unknown or not names:
+        raise ValueError(f"babysit.steps: unknown step(s) {unknown}; use 'all' or a comma "
+                         f"list of {', '.join(STEPS)}")
+    return [s for s in STEPS if s in names]
+
+
+def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
+        splits: data.Splits | None = None, overwrite: bool = False,
+        echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs the babysitting procedure on ``config`` and writes everything into ``workdir``.
+
+    Args:
+        config: a full or partial config tree.
+        workdir: the procedure's directory; the final training run's artifacts go here too.
+        steps: ``"all"`` (default: ``config.babysit.steps``) or a subset, comma separated.
+        splits: already-loaded data instead of ``config.dataset``.
+        overwrite: replace a finished procedure in ``workdir``.
+        echo: where each step's line goes (``print``; ``lambda s: None`` for silence).
+
+    Returns:
+        ``{"steps": [...], "summary": {...}, "findings": [...], "config": {...}}``, also
+        written to ``workdir/babysit.json``.
+
+    Raises:
+        ValueError: a bad config field, bad data or an unusable workdir (before any step).
+    """
+    cfg = configs.complete(config)
+    todo = parse_steps(steps if steps is not None else cfg.babysit.steps)
+    if "train" in todo:
+        train.check_workdir(workdir, cfg, overwrite=overwrite, ignore_fields=_TUNED)
+    elif os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file; give a directory")
+    if splits is None:
+        splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
+                           val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
+                           limit=cfg.dataset.limit)
+    train.prepare(cfg, splits=splits)  # every field checked before the first step runs
+    os.makedirs(workdir, exist_ok=True)
+
+    state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
+                   overwrite=overwrite)
+    for name in todo:
+        if state.stopped:
+            break
+        start = time.time()
+        for step in _RUNNERS[name](state):
+            step.seconds = round(time.time() - start, 1)
+            state.steps.append(step)
+            echo(step.line(len(state.steps), state.expected_lines()))
+            start = time.time()
+        _save(state)
+    if state.stopped and "report" in todo and "report" not in state.done:
+        for step in _report(state):
+            state.steps.append(step)
+            echo(step.line(len(state.steps), len(state.steps)))
+        _save(state)
+    return _result(state)
+
+
+# Fields the procedure itself sets (lr from the range, search winners): a resumed
+# training run is compared with the procedure's earlier choice, not the recipe's.
+_TUNED = (("optimizer", "learning_rate"),)
+
+
+@dataclasses.dataclass
+class _State:
+    cfg: ml_collections.ConfigDict
+    splits: data.Splits
+    workdir: str
+    todo: list[str]
+    echo: Callable[[str], None]
+    overwrite: bool = False
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    done: set[str] = dataclasses.field(default_factory=set)
+    stopped: bool = False
+    lr_result: Any = None
+    search: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    findings: list[Any] = dataclasses.field(default_factory=list)
+    batch_losses: list[float] = dataclasses.field(default_factory=list)
+
+    def expected_lines(self) -> int:
+        # sanity prints 3 lines (4 with custom layers), train 2 (training, crops)
+        extra = 2 * ("sanity" in self.todo) + ("train" in self.todo)
+        return max(len(self.steps), len(self.todo) + extra)
+
+
+def _sanity(state: _State):
+    """Initial loss, regularization, input-independent baseline, gradient check."""
+    cfg, splits = state.cfg, state.splits
+    checks = [sanity.initial_loss, sanity.regularization_raises_loss,
+              sanity.input_independent_baseline]
+    probe = train.prepare(cfg, splits=splits).model
+    if sanity.custom_layers(probe):
+        checks.append(sanity.gradient_check)
+    for check in checks:
+        result = check(cfg, splits=splits)
+        yield _from_check(result)
+    state.done.add("sanity")
+
+
+def _from_check(result: sanity.CheckResult) -> Step:
+    """A sanity CheckResult as a step line (its name in words, no trailing PASS/FAIL)."""
+    verdict = result.verdict
+    for mark in (": PASS", ": FAIL"):
+        verdict = verdict.removesuffix(mark)
+    return Step(result.name.replace("_", " "), result.passed, verdict, result.advice)
+
+
+def _overfit(state: _State):
+    """Overfit 20 examples; a failure stops the procedure (the model or pipeline is broken)."""
+    result = sanity.overfit_small(state.cfg, splits=state.splits,
+                                  examples=state.cfg.babysit.overfit_examples,
+                                  epochs=state.cfg.babysit.overfit_epochs)
+    yield _from_check(result)
+    if not result.passed:
+        state.stopped = True
+        state.echo("stopping: a model that cannot overfit 20 examples will not learn the "
+                   f"whole set. {result.advice}")
+    state.done.add("overfit")
+
+
+def _lr_range(state: _State):
+    """Short runs across decades; the next steps use the low end of the good range."""
+    result = lr_range.run(state.cfg, splits=state.splits)
+    state.lr_result = result
+    plot_path = os.path.join(state.workdir, "plots", "lr_range.png")
+    os.makedirs(os.path.dirname(plot_path), exist_ok=True)
+    lr_range.plot(result, plot_path)
+    if result.range is None:
+        yield Step("learning-rate range", False, result.verdict,
+                   "no learning rate trained well: check the sanity steps above")
+        state.stopped = True
+    else:
+        # The low end: short runs favour large rates that full training cannot sustain.
+        chosen = float(result.range[0])
+        state.cfg.optimizer.learning_rate = chosen
+        yield Step("learning-rate range", True,
+                   f"{result.verdict}; training uses lr {chosen:.1e}")
+    state.done.add("lr_range")
+
+
+def _search(state: _State):
+    """Coarse-to-fine random search (tuning), its lr range centred on the lr-range result."""
+    try:
+        import tuning
+    except ImportError:  # pragma: no cover - the tuning package ships with babysit
+        yield Step("search", None, "skipped: the tuning package is not installed")
+        return
+    cfg = state.cfg
+    if state.lr_result is not None and state.lr_result.range is not None:
+        lo, hi = state.lr_result.range
+        cfg.search.space = _with_lr_range(cfg.search.space, lo / SEARCH_LR_MARGIN,
+                                          hi * SEARCH_LR_MARGIN)
+    result = tuning.search_step(cfg, splits=state.splits,
+                                workdir=os.path.join(state.workdir, "search"))
+    state.search = result
+    best = result["best"]
+    for key, value in _changed_fields(cfg, result["best_config"]).items():
+        branch, field = key.split(".", 1)
+        cfg[branch][field] = value
+    warnings = result.get("edge_warnings") or []
+    yield Step("search", True,
+               f"best val_acc {best['val_accuracy']:.4f} with "
+               + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
+               + (f"; {len(warnings)} edge warning(s)" if warnings else ""),
+               "; ".join(warnings))
+    state.done.add("search")
+
+
+def _train(state: _State):
+    """Full training with the chosen settings and every monitor on."""
+    recorder = lr_range.BatchLossRecorder()
+    summary = train.run(state.cfg, state.workdir, splits=state.splits,
+                        overwrite=state.overwrite, extra_callbacks=[recorder])
+    state.summary = summary
+    state.batch_losses = [float(v) for v in recorder.losses]
+    io.write_json(os.path.join(state.workdir, "batch_losses.json"), state.batch_losses)
+    ok = summary["stopped_reason"] == "completed"
+    yield Step("train", ok,
+               f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} "
+               f"epochs ({summary['fit_seconds']:.0f} s); {summary['stopped_reason']}")
+    if state.cfg.evaluate.tta == "none":
+        yield Step("test-time crops", None, "skipped: evaluate.tta=none (use ten_crop where "
+                   "flips and crops keep the label, e.g. CIFAR)")
+    else:
+        gain = summary["test_tta_accuracy"] - summary["test_accuracy"]
+        yield Step("test-time crops", gain >= 0,
+                   f"{summary['tta_mode']}: test accuracy {summary['test_tta_accuracy']:.4f}"
+                   f" ({gain:+.4f} over a single view)")
+    state.done.add("train")
+
+
+def _diagnose(state: _State):
+    """The lecture's reading of the curves, as findings with advice."""
+    history_path = os.path.join(state.workdir, "history.csv")
+    if not os.path.exists(history_path):
+        yield Step("diagnosis", None, "skipped: no training history (run the train step)")
+        return
+    stats: dict[str, Any] = {"num_classes": state.splits.info.num_classes,
+                             "loss": state.cfg.loss.name,
+                             "steps_per_epoch": pipeline.steps_per_epoch(
+                                 len(state.splits.train), state.cfg)}
+    act_path = os.path.join(state.workdir, "activation_stats.json")
+    if os.path.exists(act_path):
+        records = io.read_json(act_path, what="activation statistics")
+        if records:
+            stats["activation_stats"] = records[-1]["layers"]
+    if state.search:
+        stats["search"] = state.search.get("edges", {})
+    findings = diagnose.diagnose(io.read_csv(history_path), stats,
+                                 batch_history=state.batch_losses or None)
+    state.findings = findings
+    io.write_json(os.path.join(state.workdir, "findings.json"), diagnose.to_dict(findings))
+    serious = [f for f in findings if f.severity in ("error", "warning")]
+    verdict = ("no problems found in the curves" if not serious else
+               f"{len(serious)} finding(s): " + ", ".join(f.code for f in serious))
+    advice = "; ".join(f"{f.code}: {f.advice}" for f in serious)
+    yield Step("diagnosis", not any(f.severity == "error" for f in findings), verdict, advice)
+    state.done.add("diagnose")
+
+
+def _report(state: _State):
+    """report.md and report.html, with a screenshot when Chromium is available."""
+    paths = report.write(state.workdir, _context(state))
+    shot = os.path.join(state.workdir, "plots", "report.png")
+    rendered = report.render_screenshot(paths["html"], shot)
+    yield Step("report", None, f"{paths['html']}" + (f" (screenshot {shot})" if rendered else ""))
+    state.done.add("report")
+
+
+_RUNNERS = {"sanity": _sanity, "overfit": _overfit, "lr_range": _lr_range, "search": _search,
+            "train": _train, "diagnose": _diagnose, "report": _report}
+
+
+def _context(state: _State) -> dict[str, Any]:
+    """Everything the report shows, from memory and the workdir."""
+    w, cfg, splits = state.workdir, state.cfg, state.splits
+    ctx: dict[str, Any] = {
+        "title": f"babysit: {cfg.dataset.name}, {cfg.model.arch}",
+        "command": " ".join(["python -m recipes.babysit", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith("babysit.py") else "",
+        "config": cfg.to_dict(),
+        "dataset": {"name": splits.info.name, "source": splits.info.source,
+                    "sizes": {"train": len(splits.train), "val": len(splits.val),
+                              "test": len(splits.test)},
+                    "num_classes": splits.info.num_classes},
+        "steps": [dataclasses.asdict(s) for s in state.steps],
+        "images": _input_images(state),
+        "findings": state.findings,
+    }
+    history_path = os.path.join(w, "history.csv")
+    if os.path.exists(history_path):
+        ctx["history"] = io.read_csv(history_path)
+        if state.batch_losses:
+            ctx["batch_losses"] = state.batch_losses
+    for key, name in (("update_ratios", "update_ratios.json"),
+                      ("activation_stats", "activation_stats.json")):
+        path = os.path.join(w, name)
+        if os.path.exists(path):
+            ctx[key] = io.read_json(path, what=key)
+    first = sorted(p for p in _listdir(os.path.join(w, "plots", "first_layer")))
+    if first:
+        ctx["first_layer_png"] = os.path.join(w, "plots", "first_layer", first[-1])
+    if state.lr_result is not None:
+        ctx["lr_range_png"] = os.path.join(w, "plots", "lr_range.png")
+    if state.search:
+        ctx["search"] = {"lines": state.search.get("lines", []),
+                         "stages": state.search.get("stages", []),
+                         "plot_png": state.search.get("plot_png")}
+    if state.summary:
+        ctx["summary"] = state.summary
+    return ctx
+
+
+def _input_images(state: _State, n: int = 32) -> dict[str, Any]:
+    """A training batch exactly as it enters the network: augmented, then preprocessed."""
+    cfg, splits = state.cfg, state.splits
+    pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess,
+                            pca_components=cfg.dataset.pca_components,
+                            zca_epsilon=cfg.dataset.zca_epsilon)
+    probe = ml_collections.ConfigDict(cfg.to_dict())
+    probe.train.batch_size = min(n, len(splits.train))
+    probe.train.full_batch = False
+    ds = pipeline.make(splits.train.x, splits.train.y, probe, training=True,
+                       num_classes=splits.info.num_classes, preprocessor=pre,
+                       seed=cfg.train.seed)
+    x, y = next(iter(ds))
+    return {"x": np.asarray(x), "y": np.asarray(y), "class_names": list(splits.info.class_names),
+            "image_shape": tuple(splits.info.input_shape)}
+
+
+def _listdir(path: str) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def _with_lr_range(space: str, lo: float, hi: float) -> str:
+    """The search space string with its learning-rate range replaced by ``[lo, hi]``."""
+    parts = [p for p in space.split(",") if p and not p.startswith("optimizer.learning_rate=")]
+    return ",".join([f"optimizer.learning_rate=log:{lo:.3g}:{hi:.3g}", *parts])
+
+
+def _changed_fields(cfg: ml_collections.ConfigDict, best: Any) -> dict[str, Any]:
+    """Dotted fields whose value the search's best config changed."""
+    best = best.to_dict() if hasattr(best, "to_dict") else best
+    out = {}
+    for branch, fields in best.items():
+        if not isinstance(fields, dict) or branch not in cfg:
+            continue
+        for field, value in fields.items():
+            old = cfg[branch].get(field)
+            if isinstance(old, tuple) and isinstance(value, list):
+                value = tuple(value)
+            if old != value and not isinstance(value, dict):
+                out[f"{branch}.{field}"] = value
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _save(state: _State) -> None:
+    io.write_json(os.path.join(state.workdir, "babysit.json"), _result(state))
+
+
+def _result(state: _State) -> dict[str, Any]:
+    return {"steps": [dataclasses.asdict(s) for s in state.steps],
+            "stopped": state.stopped,
+            "summary": state.summary or {},
+            "findings": diagnose.to_dict(state.findings) if state.findings else [],
+            "config": json.loads(json.dumps(state.cfg.to_dict(), default=_json_default))}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return list(value) if isinstance(value, tuple) else str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m recipes.babysit``: see the module docstring."""
+    from absl import flags
+
+    from recipes import cli
+
+    if "steps" not in flags.FLAGS:
+        flags.DEFINE_string("steps", None, "Comma list of steps, or 'all' (default: the "
+                            f"config's babysit.steps). Steps: {', '.join(STEPS)}.")
+
+    def job(cfg: ml_collections.ConfigDict, f: Any) -> None:
+        if f.verbose is None:  # one line per step; --verbose=2 shows Keras's epoch lines too
+            cfg.train.verbose = 0
+        keras.utils.set_random_seed(cfg.train.seed)
+        run(cfg, f.workdir, steps=f.steps, overwrite=f.overwrite)
+
+    cli.main_for(job, argv if argv is not None else sys.argv, prog="recipes.babysit")
+
+
+if __name__ == "__main__":
+    main()
