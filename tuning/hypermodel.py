@@ -1,0 +1,229 @@
+"""A ``keras_tuner.HyperModel`` that builds whole runs from the config tree.
+
+Each trial's sampled values (keyed by dotted config paths) are set on a copy of the config,
+and ``recipes.train.prepare`` builds the preprocessing, the tf.data pipelines and the
+compiled model from it, so every knob of the tree (model, optimizer, schedule, batch size,
+augmentation, loss) is searchable without new code. ``fit`` trains on the prepared
+pipelines, not on arrays KerasTuner would pass in, which is what makes the batch size and
+the input pipeline searchable.
+
+Early abort (CS231n "Training Neural Networks II": "if the cost is ever > 3× the original
+cost, break out early"): every trial runs under ``recipes.monitors.ExplosionGuard``. A trial
+it stops is *not* a crash: it reports a finite bad score (val accuracy 0, val loss
+``EXPLODED_LOSS``) and ``exploded=1``, so KerasTuner's consecutive-failure limit never
+ends the search because of a too-high learning rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import ml_collections
+
+from recipes import configs, data, monitors, train
+from tuning import space as space_lib
+
+__all__ = ["ConfigHyperModel", "Outcome", "EXPLODED_LOSS", "explosion_reason",
+           "training_callbacks"]
+
+#: The val loss reported for an exploded trial: finite (the oracle accepts it) and worse
+#: than any real loss.
+EXPLODED_LOSS = 1e9
+
+#: ``exploded`` metric codes: KerasTuner's gRPC messages carry numbers, not the reason text.
+_KIND_NONE, _KIND_NAN, _KIND_RATIO = 0.0, 1.0, 2.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one trial measured, as reported to the oracle (all numbers, for gRPC)."""
+
+    val_accuracy: float
+    val_loss: float
+    epochs_run: int
+    seconds: float
+    exploded: bool = False
+    reason: str = ""
+    explosion_step: int = -1
+    epochs_trained: float | None = None  # epochs_run, less the unfinished part of an abort
+
+    def metrics(self) -> dict[str, float]:
+        """The oracle's metrics: the objective ``val_accuracy`` first, then the facts."""
+        kind = _KIND_NONE
+        if self.exploded:
+            kind = _KIND_NAN if self.reason.startswith("nan") else _KIND_RATIO
+        return {
+            "val_accuracy": float(self.val_accuracy),
+            "val_loss": float(self.val_loss),
+            "epochs_run": float(self.epochs_run),
+            "epochs_trained": float(self.epochs_run if self.epochs_trained is None
+                                    else self.epochs_trained),
+            "seconds": float(self.seconds),
+            "exploded": kind,
+            "explosion_step": float(self.explosion_step),
+        }
+
+
+def explosion_reason(metrics: Mapping[str, float], factor: float = 3.0) -> str:
+    """Rebuilds an exploded trial's reason from its metrics (what a remote worker sent).
+
+    Args:
+        metrics: the trial's metrics (``exploded``, ``explosion_step``).
+        factor: the explosion factor the trial ran with.
+
+    Returns:
+        ``"nan/inf loss at step N"``, ``"loss > 3× initial at step N"`` or "".
+    """
+    kind = float(metrics.get("exploded", 0.0) or 0.0)
+    step = int(metrics.get("explosion_step", -1) or -1)
+    where = f" at step {step}" if step >= 0 else ""
+    if kind == _KIND_NAN:
+        return "nan/inf loss" + where
+    if kind == _KIND_RATIO:
+        return f"loss > {factor:g}× initial" + where
+    return ""
+
+
+class ConfigHyperModel(kt.HyperModel):
+    """Builds and trains one trial from ``config`` with the trial's values applied.
+
+    Args:
+        config: the base config tree (full or partial).
+        space: the search space (path → distribution).
+        epochs: epochs per trial (``train.epochs`` of every trial, unless searched).
+        splits: already-loaded data, shared by all trials (None: each trial loads it).
+        grid_points: values per numeric range for a grid search (None: continuous ranges).
+
+    Attributes:
+        last: the ``Outcome`` of the last trial this process trained.
+        last_config: that trial's config tree.
+    """
+
+    def __init__(self, config: Any, space: Mapping[str, space_lib.Dimension], *, epochs: int,
+                 splits: data.Splits | None = None, grid_points: int | None = None):
+        super().__init__(name="babysit", tunable=True)
+        self.config = configs.complete(config)
+        self.space = dict(space)
+        self.epochs = int(epochs)
+        self.splits = splits
+        self.grid_points = grid_points
+        self.last: Outcome | None = None
+        self.last_config: ml_collections.ConfigDict | None = None
+        self._prepared: train.Prepared | None = None
+        self._callbacks: list[keras.callbacks.Callback] = []
+
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        space_lib.declare(self.space, hp, points=self.grid_points)
+
+    def config_for(self, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+        """The trial's config: the base tree, ``train.epochs``, then the sampled values."""
+        return space_lib.apply(self.config, {"train.epochs": self.epochs, **dict(values)})
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """Prepares the trial's run (data pipelines, compiled model) and returns its model.
+
+        Raises:
+            keras_tuner.errors.FatalValueError: a value the config cannot take (a misspelt
+                activation in a choice, say): a user error that ends the search.
+        """
+        self.last = None
+        cfg = self.config_for(hp.values)
+        try:
+            self._prepared = train.prepare(cfg, splits=self.splits)
+            self._callbacks = training_callbacks(self._prepared)
+        except ValueError as e:
+            shown = ", ".join(f"{k}={v}" for k, v in hp.values.items())
+            raise kt.errors.FatalValueError(f"{e} (trial values: {shown})") from e
+        self.last_config = self._prepared.config
+        return self._prepared.model
+
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any,
+            callbacks: list | None = None, **kwargs: Any) -> dict[str, float]:
+        """Trains on the prepared pipelines under ``ExplosionGuard``; returns the metrics.
+
+        Args:
+            hp: the trial's hyperparameters (already applied in ``build``).
+            model: the model ``build`` returned.
+            *args: ignored (the data come from the config).
+            callbacks: KerasTuner's callbacks (checkpointing the best epoch).
+            **kwargs: ignored ``search`` keyword arguments.
+
+        Returns:
+            ``val_accuracy`` (best epoch), ``val_loss`` (same epoch), ``epochs_run``
+            (epochs started), ``epochs_trained`` (steps taken / steps per epoch),
+            ``seconds``, ``exploded`` (0, 1 = NaN/inf, 2 = loss > factor × initial) and
+            ``explosion_step``.
+        """
+        del hp, args, kwargs
+        p = self._prepared
+        if p is None or p.model is not model:
+            raise kt.errors.FatalError("ConfigHyperModel.fit needs the model of its own build")
+        if p.val_ds is None:
+            raise kt.errors.FatalValueError("a search needs a validation split: set "
+                                            "dataset.val_size > 0")
+        cfg = p.config
+        guard = monitors.ExplosionGuard(float(cfg.monitor.explosion_factor))
+        cbs = [*self._callbacks, guard, *(callbacks or [])]
+        start = time.time()
+        with _quiet_trial():
+            history = model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
+                                callbacks=cbs, verbose=0, shuffle=False).history
+        seconds = time.time() - start
+        self.last = _outcome(history, guard, seconds, p.steps_per_epoch)
+        self._prepared, self._callbacks = None, []  # nothing pins this trial's graph
+        return self.last.metrics()
+
+
+def training_callbacks(p: train.Prepared) -> list[keras.callbacks.Callback]:
+    """The callbacks the config asks for, exactly as ``recipes.train.run`` adds them (no files).
+
+    Raises:
+        ValueError: ``optimizer.switch_to`` names no optimizer.
+    """
+    return train.config_callbacks(p)
+
+
+@contextlib.contextmanager
+def _quiet_trial() -> Iterator[None]:
+    """Silences what a search says once per trial anyway, in its own line.
+
+    ExplosionGuard's stop warning (the trial's line gives the reason) and TensorFlow's
+    "triggered tf.function retracing" (every trial builds a new model: expected).
+    """
+    loggers = [logging.getLogger(monitors.__name__), logging.getLogger("tensorflow")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _outcome(history: Mapping[str, list], guard: monitors.ExplosionGuard, seconds: float,
+             steps_per_epoch: int) -> Outcome:
+    """Summarizes a trial: the best epoch's val accuracy, or an explosion."""
+    losses = [float(v) for v in history.get("loss", [])]
+    accs = [float(v) for v in history.get("val_accuracy", [])]
+    vlosses = [float(v) for v in history.get("val_loss", [])]
+    epochs = len(losses)
+    if guard.stopped or not accs or any(not math.isfinite(v) for v in losses + accs):
+        reason = guard.reason or ("nan/inf loss" if any(not math.isfinite(v) for v in losses)
+                                  else "no validation result")
+        step = guard.stopped_step if guard.stopped_step is not None else -1
+        trained = (step + 1) / steps_per_epoch if step >= 0 and steps_per_epoch else epochs
+        return Outcome(0.0, EXPLODED_LOSS, epochs, seconds, True, reason, int(step),
+                       round(float(trained), 4))
+    best = max(range(len(accs)), key=lambda i: accs[i])
+    vloss = vlosses[best] if best < len(vlosses) and math.isfinite(vlosses[best]) \
+        else EXPLODED_LOSS
+    return Outcome(accs[best], vloss, epochs, seconds)
