@@ -56,7 +56,8 @@ class Step:
 
     def line(self, index: int, total: int) -> str:
         mark = {True: "PASS", False: "FAIL", None: "----"}[self.passed]
-        return f"[{index}/{total}] {self.name:<26} {mark}  {self.verdict}"
+        counter = f"[{index}/{total}]"
+        return f"{counter:<8}{self.name:<27} {mark}  {self.verdict}"
 
 
 def parse_steps(steps: str | list[str] | None) -> list[str]:
@@ -223,6 +224,10 @@ def _search(state: _State):
                                 workdir=os.path.join(state.workdir, "search"))
     state.search = result
     best = result["best"]
+    if best is None:
+        yield Step("search", False, "every trial exploded or failed",
+                   "lower the learning-rate range in search.space (or check the lr_range step)")
+        return
     for key, value in _changed_fields(cfg, result["best_config"]).items():
         branch, field = key.split(".", 1)
         cfg[branch][field] = value

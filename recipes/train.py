@@ -165,9 +165,15 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     return summary
 
 
-def _callbacks(p: Prepared, workdir: str, history_path: str,
-               extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
-    """The run's callbacks, in order: those that write into ``logs`` come before the writers."""
+def config_callbacks(p: Prepared) -> list[keras.callbacks.Callback]:
+    """The callbacks the config asks for that write no files (shared with ``tuning``).
+
+    The epoch-keyed data order (``EpochSeed``), the lr logger, the ``plateau`` schedule's
+    callbacks, the momentum schedule and the optimizer switch.
+
+    Raises:
+        ValueError: ``optimizer.switch_to`` names no optimizer.
+    """
     cfg, o = p.config, p.config.optimizer
     cbs: list[keras.callbacks.Callback] = [p.epoch_seed, bcallbacks.LearningRateLogger()]
     cbs += schedules.callbacks(cfg.schedule, learning_rate=o.learning_rate,
@@ -182,6 +188,14 @@ def _callbacks(p: Prepared, workdir: str, history_path: str,
         to = dict(o.to_dict(), name=o.switch_to)
         cbs.append(bcallbacks.SwitchOptimizer(o.switch_epoch, to,
                                               learning_rate=o.switch_learning_rate or None))
+    return cbs
+
+
+def _callbacks(p: Prepared, workdir: str, history_path: str,
+               extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+    """The run's callbacks, in order: those that write into ``logs`` come before the writers."""
+    cfg = p.config
+    cbs = config_callbacks(p)
     cbs += monitors.callbacks(cfg.monitor, probe_x=_probe(p), workdir=workdir,
                               input_shape=p.splits.info.input_shape,
                               initial_loss=_first_loss(history_path))
