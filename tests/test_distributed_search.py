@@ -57,23 +57,30 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     for key in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(key, None)
 
-    def start(*extra):
-        return subprocess.Popen([sys.executable, "-m", "tuning.search", *common, *extra],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    # Each process writes to its own file: with pipes read one after the other, a worker
+    # that fills its pipe while the chief is being read blocks, and the chief waits for it.
+    logs = []
 
-    procs = [start("--role=chief")]
+    def start(name, *extra):
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed below
+        logs.append(log)
+        return subprocess.Popen([sys.executable, "-m", "tuning.search", *common, *extra],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    procs = [start("chief", "--role=chief")]
     time.sleep(1)
-    procs += [start("--role=worker", "--tuner_id=w1"), start("--role=worker", "--tuner_id=w2")]
-    outputs = []
+    procs += [start("w1", "--role=worker", "--tuner_id=w1"),
+              start("w2", "--role=worker", "--tuner_id=w2")]
     try:
         for p in procs:
-            out, _ = p.communicate(timeout=400)
-            outputs.append(out)
+            p.wait(timeout=400)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        for log in logs:
+            log.close()
+    outputs = [(tmp_path / f"{name}.log").read_text() for name in ("chief", "w1", "w2")]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
 
