@@ -313,6 +313,9 @@ def _context(state: _State) -> dict[str, Any]:
         "command": " ".join(["python -m recipes.babysit", *sys.argv[1:]])
         if sys.argv and sys.argv[0].endswith("babysit.py") else "",
         "config": cfg.to_dict(),
+        # Every recipe derives from base, so overrides of base reproduce the run exactly.
+        "config_name": "base",
+        "base_config": configs.get("base").to_dict(),
         "dataset": {"name": splits.info.name, "source": splits.info.source,
                     "sizes": {"train": len(splits.train), "val": len(splits.val),
                               "test": len(splits.test)},

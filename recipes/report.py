@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 NOT_RUN = "not run"
 MAIN_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "update_ratio_median")
 
-Block = tuple  # ("p", text) | ("pre", text) | ("table", header, rows, row_classes)
+Block = tuple  # ("p", text) | ("pre", text) | ("details", summary, text) | ("table", ...)
 #                | ("img", path, caption) | ("notrun", text)
 Section = tuple[str, str, list[Block]]  # (anchor id, title, blocks)
 
@@ -208,7 +208,7 @@ def _reproduce(ctx: Mapping[str, Any]) -> list[Block]:
         blocks += [("p", f"Overrides relative to the recipe {ctx['config_name']}:"),
                    ("pre", " \\\n  ".join([f"--config={ctx['config_name']}", *flags]))]
     if config is not None:
-        blocks += [("p", "Exact config (JSON):"), ("pre", json.dumps(_plain(config), indent=2))]
+        blocks += [("details", "Exact config (JSON)", json.dumps(_plain(config), indent=2))]
     return blocks or [("notrun", NOT_RUN)]
 
 
@@ -415,6 +415,8 @@ def to_markdown(title: str, secs: Sequence[Section], root: str) -> str:
                 out += [f"_{_md(b[1])}_", ""]
             elif b[0] == "pre":
                 out += ["```", str(b[1]), "```", ""]
+            elif b[0] == "details":
+                out += [f"{_md(b[1])}:", "", "```", str(b[2]), "```", ""]
             elif b[0] == "img":
                 rel = os.path.relpath(b[1], root).replace(os.sep, "/")
                 alt = os.path.splitext(os.path.basename(b[1]))[0]
@@ -468,6 +470,9 @@ def to_html(title: str, secs: Sequence[Section], meta: str = "") -> str:
                 out.append(f'<p class="notrun">{e(str(b[1]))}</p>')
             elif b[0] == "pre":
                 out.append(f"<pre>{e(str(b[1]))}</pre>")
+            elif b[0] == "details":  # long blocks fold away so the figures stay in view
+                out.append(f"<details><summary>{e(str(b[1]))}</summary>"
+                           f"<pre>{e(str(b[2]))}</pre></details>")
             elif b[0] == "img":
                 alt = e(b[2] or os.path.basename(b[1]))
                 out.append(f'<figure><img src="{_data_uri(b[1])}" alt="{alt}">'

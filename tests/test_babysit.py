@@ -50,6 +50,8 @@ def test_cli_runs_the_whole_procedure_on_digits_and_writes_the_report(tmp_path):
         assert (workdir / name).is_file(), name
     html = (workdir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
+    assert "--config=base" in html and "--config.optimizer.learning_rate=" in html
+    assert "<details><summary>Exact config (JSON)</summary>" in html
     result = json.loads((workdir / "babysit.json").read_text())
     assert result["summary"]["test_accuracy"] >= 0.9
     assert seconds < 300  # the budget is 3 minutes on 2 free cores; CI shares them
