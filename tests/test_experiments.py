@@ -1,0 +1,18 @@
+"""The experiment recipes' quick modes, so they never rot (issue 9 runs them in full)."""
+
+import json
+
+from recipes.experiments import ensembles_distillation
+
+
+def test_ensembles_distillation_quick_writes_every_number(tmp_path):
+    r = ensembles_distillation.run_experiment(str(tmp_path), quick=True, members=2)
+    assert len(r["members"]) == 2
+    for m in r["members"]:
+        assert 0 < m["test_accuracy"] <= 1 and 0 < m["test_ten_crop_accuracy"] <= 1
+    assert 0 < r["ensemble"]["test_accuracy"] <= 1
+    assert len(r["ensemble"]["member_accuracy"]) == 2
+    assert 0 < r["student_scratch"]["test_accuracy"] <= 1
+    assert 0 < r["student_distilled"]["test_accuracy"] <= 1
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["ensemble"] == r["ensemble"]
