@@ -10,7 +10,9 @@ later by ``ValueError`` — ends as one line on stderr and exit status 2, never 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +102,9 @@ def main_for(fn: Callable[[Any, Any], Any], argv: list[str], *, prog: str,
         if verbose is not None:
             with cfg.unlocked():
                 cfg.train.verbose = verbose
+        # SIGTERM (kill, a batch scheduler) stops the run like Ctrl-C: with the resume line.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _interrupt)
         try:
             fn(cfg, FLAGS)
         except ValueError as e:
@@ -110,6 +115,11 @@ def main_for(fn: Callable[[Any, Any], Any], argv: list[str], *, prog: str,
             sys.exit(130)
 
     app.run(_main, argv=argv, flags_parser=parse_flags)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Turns SIGTERM into KeyboardInterrupt, which ``main_for`` reports with the resume line."""
+    raise KeyboardInterrupt
 
 
 def _flag_message(e: BaseException) -> str:

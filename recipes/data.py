@@ -94,7 +94,8 @@ class Splits:
 
 
 def validate_arrays(
-    x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int | None = None
+    x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int | None = None,
+    min_classes: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Checks one (images, labels) pair and returns it as NHWC images and int64 labels.
 
@@ -103,6 +104,7 @@ def validate_arrays(
         y: integer class ids, (N,) or (N, 1).
         where: what the arrays are (e.g. ``"npz:a.npz x_train/y_train"``), for the messages.
         num_classes: if given, labels must lie in [0, num_classes).
+        min_classes: fewest distinct labels accepted (1 for a val or test split).
 
     Returns:
         ``(x, y)`` with a channel axis added to rank-3 ``x`` and ``y`` as int64 of shape (N,).
@@ -148,7 +150,7 @@ def validate_arrays(
         raise fail(
             f"label {y.max()} is outside [0, {num_classes}); expected ids 0..{num_classes - 1}"
         )
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < min_classes:
         raise fail(f"only one class ({y[0]}); a classifier needs at least two classes")
     return x, y
 
@@ -493,3 +495,22 @@ def load(
     if 0 < limit < len(train):
         _, train = _split(train, limit, seed, "dataset.limit")
     return Splits(train, val, test, info)
+
+
+def validate_splits(splits: Splits) -> Splits:
+    """Checks splits built by hand (``recipes.train.run(splits=...)``) as ``load`` checks its own.
+
+    Raises:
+        ValueError: naming the split and the problem (NaN pixels, labels out of range, ...).
+    """
+    out = {}
+    for k in ("train", "val", "test"):
+        split = getattr(splits, k)
+        if k != "train" and len(split.y) == 0:
+            out[k] = split
+            continue
+        x, y = validate_arrays(split.x, split.y, where=f"splits.{k}",
+                               num_classes=splits.info.num_classes,
+                               min_classes=2 if k == "train" else 1)
+        out[k] = split if x is split.x and y is split.y else Split(x, y)
+    return Splits(info=splits.info, **out)

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -26,8 +27,9 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
         suffix: ending the temporary name must have (Keras insists on ``.keras``).
     """
     directory = os.path.dirname(os.path.abspath(path))
+    # ".NAME.XXXXXXXX.tmp[SUFFIX]": recognizable by remove_stale_temps after a SIGKILL.
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=suffix or ".tmp")
+                               suffix=".tmp" + suffix if suffix != ".tmp" else suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
     try:
@@ -36,6 +38,30 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[\w.]+)?$")
+
+
+def remove_stale_temps(directory: str) -> list[str]:
+    """Deletes the temporary files that a killed writer left under ``directory``.
+
+    ``atomic_path`` removes its temporary file when the block fails, but a SIGKILL (or a
+    power cut) runs no cleanup. Call this when a run starts again in its workdir (one run
+    per workdir: no other writer can be using the files).
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for base, _, files in os.walk(directory):
+        for name in files:
+            if _TEMP_NAME.match(name):
+                path = os.path.join(base, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+    return removed
 
 
 def _umask() -> int:

@@ -321,7 +321,8 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._offset = epoch + 1, _epoch_start_step(self.model)
-        self._next = max(self._next, self._offset)  # e.g. after a resume
+        # After a resume, the next multiple of `every`: the samples an uninterrupted run takes.
+        self._next = max(self._next, -(-self._offset // self.every) * self.every)
         self._epoch_samples = []
 
     def on_train_batch_begin(self, batch, logs=None):

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -82,6 +83,8 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
         splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
                            val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
                            limit=cfg.dataset.limit)
+    else:
+        splits = data.validate_splits(splits)
     pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess,
                             pca_components=cfg.dataset.pca_components,
                             zca_epsilon=cfg.dataset.zca_epsilon)
@@ -142,6 +145,9 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     cbs = _callbacks(p, workdir, history_path, extra_callbacks or [])  # checks their fields
 
     os.makedirs(workdir, exist_ok=True)
+    io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
+    if overwrite:  # replace means start afresh, never resume another run's backup
+        shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
     io.write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
     p.preprocessor.save(workdir)
     fit_start = time.time()
@@ -158,6 +164,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
         p.model.save(tmp)
     summary["total_seconds"] = round(time.time() - start, 2)
     io.write_json(os.path.join(workdir, "summary.json"), summary)
+    shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
     if cfg.train.verbose:
         print(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
               f"after {summary['epochs']} epochs in {summary['fit_seconds']:.1f} s; "
@@ -200,8 +207,11 @@ def _callbacks(p: Prepared, workdir: str, history_path: str,
                               input_shape=p.splits.info.input_shape,
                               initial_loss=_first_loss(history_path))
     cbs += [keras.callbacks.TerminateOnNaN(), *extra]
-    cbs += [keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
-            HistoryCSV(history_path)]
+    # The writers come before the backup: once the backup says "epoch k done", epoch k's row
+    # and records are on disk. The backup outlives fit (removed once summary.json is
+    # written): a run killed in the final evaluation or save resumes there, not at epoch 1.
+    cbs += [HistoryCSV(history_path), _RecordsWriter(workdir, cbs),
+            AtomicBackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=False)]
     if p.val_ds is not None:
         cbs.append(bcallbacks.BestModelCheckpoint(os.path.join(workdir, "best.keras"),
                                                   "val_accuracy", history_path))
@@ -237,12 +247,66 @@ def _save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> 
     reason = None
     for cb in cbs:
         if isinstance(cb, monitors.UpdateRatioMonitor):
-            io.write_json(os.path.join(workdir, "update_ratios.json"), cb.records)
+            _write_records(os.path.join(workdir, "update_ratios.json"), cb.records)
         elif isinstance(cb, monitors.ActivationMonitor):
-            io.write_json(os.path.join(workdir, "activation_stats.json"), cb.records)
+            _write_records(os.path.join(workdir, "activation_stats.json"), cb.records)
         elif isinstance(cb, monitors.ExplosionGuard) and cb.stopped:
             reason = cb.reason
     return reason
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup a SIGKILL cannot corrupt.
+
+    Keras writes ``latest.weights.h5`` in place and then the epoch in a second file: a kill
+    mid-write leaves an unreadable HDF5 file (every rerun then crashes), and a kill between
+    the two leaves weights and epoch out of step. Here each epoch's weights go atomically to
+    their own file, then ``training_metadata.json`` (atomically) names it; older weights
+    are deleted only after that.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch{self._current_epoch:05d}.weights.h5"
+        with io.atomic_path(os.path.join(self.backup_dir, name), suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        io.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
+                                                     "batch": self._last_batch_seen,
+                                                     "weights": name})
+        for old in os.listdir(self.backup_dir):
+            if old.endswith(".weights.h5") and old != name and not old.startswith("."):
+                os.remove(os.path.join(self.backup_dir, old))
+
+    def _load_model(self):
+        if not os.path.exists(self._training_metadata_path):
+            return
+        meta = io.read_json(self._training_metadata_path, what="backup")
+        if "weights" not in meta:
+            raise ValueError(f"{self.backup_dir} is an older backup format; move it away "
+                             "(training restarts from epoch 1)")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
+        self.model._initial_epoch = meta["epoch"]
+
+
+class _RecordsWriter(keras.callbacks.Callback):
+    """Saves the monitors' records after every epoch, so a killed run keeps its epochs."""
+
+    def __init__(self, workdir: str, cbs: list[keras.callbacks.Callback]):
+        super().__init__()
+        self.workdir, self.cbs = workdir, cbs  # the run's callbacks (the same list)
+
+    def on_epoch_end(self, epoch, logs=None):
+        _save_monitor_records(self.cbs, self.workdir)
+
+
+def _write_records(path: str, records: list[dict[str, Any]]) -> None:
+    """Writes a monitor's per-epoch records, keeping a resumed run's earlier epochs."""
+    first = min((r["epoch"] for r in records), default=None)
+    old = io.read_json(path, what="monitor records") if os.path.exists(path) else []
+    kept = [r for r in old if first is not None and r.get("epoch", first) < first]
+    io.write_json(path, kept + list(records) if first is not None else old)
 
 
 class HistoryCSV(keras.callbacks.Callback):

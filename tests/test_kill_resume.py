@@ -1,0 +1,140 @@
+"""Killing the commands at random moments loses nothing: rerunning resumes to the same result.
+
+``python -m recipes.train`` is SIGKILLed at seeded random moments (start-up, mid-training,
+the final evaluation and save) and restarted with the same command until it finishes; its
+``history.csv`` and ``summary.json`` must then equal an uninterrupted run's bit for bit, with
+no temporary file left and at most one epoch re-run per kill. SIGINT and SIGTERM stop a run
+with a line saying how to resume. (The search's SIGKILL test is in tests/test_search.py.)
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from recipes import io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS = 6
+ARGS = ["--config=digits_mlp:quick", f"--config.train.epochs={EPOCHS}", "--verbose=2"]
+#: Summary fields that measure time, not the result.
+TIMINGS = ("fit_seconds", "seconds_per_epoch", "total_seconds")
+EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)$", re.M)
+
+
+def start(workdir, log):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "recipes.train", *ARGS, f"--workdir={workdir}"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(workdir, log_path):
+    with open(log_path, "w") as log:
+        proc = start(workdir, log)
+        assert proc.wait(timeout=300) == 0, open(log_path).read()[-3000:]
+
+
+def rows_of(workdir):
+    path = os.path.join(workdir, "history.csv")
+    return io.read_csv(path) if os.path.exists(path) else []
+
+
+def leftovers(workdir):
+    """Temporary or half-written files (io's ``.NAME.XXXXXXXX.tmp[.ext]``)."""
+    out = []
+    for base, _, files in os.walk(workdir):
+        out += [os.path.join(base, f) for f in files if re.search(r"\.tmp(\.|$)", f)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("ref") / "run")
+    log = os.path.join(os.path.dirname(workdir), "log")
+    t0 = time.time()
+    finish(workdir, log)
+    return workdir, time.time() - t0
+
+
+def _assert_same_result(workdir, reference_dir):
+    ref_rows, rows = rows_of(reference_dir), rows_of(workdir)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert list(rows[0]) == list(ref_rows[0])
+    for a, b in zip(ref_rows, rows, strict=True):
+        assert a == b, f"epoch {a['epoch']}: {a} != {b}"  # the CSV's exact float reprs
+    ref = json.load(open(os.path.join(reference_dir, "summary.json")))
+    got = json.load(open(os.path.join(workdir, "summary.json")))
+    for key in ref.keys() - set(TIMINGS):
+        assert got[key] == ref[key], key
+    name = "activation_stats.json"  # the monitor's records keep the killed attempts' epochs
+    with open(os.path.join(workdir, name)) as a, open(os.path.join(reference_dir, name)) as b:
+        assert a.read() == b.read()
+    assert not os.path.exists(os.path.join(workdir, "backup"))
+    assert leftovers(workdir) == []
+
+
+@pytest.mark.slow  # 7 restarts of the command: ~45 s idle, over 60 s on 2 loaded cores
+def test_train_survives_random_sigkills_bit_for_bit(reference, tmp_path):
+    reference_dir, seconds = reference
+    rng = random.Random(1234)
+    workdir = str(tmp_path / "run")
+    log_path = str(tmp_path / "log")
+    kills, attempts, epochs_run, per_attempt = 0, 0, 0, []
+    # Moments: start-up (TF import), a random time, then a random delay after the k-th epoch's
+    # row appears (mid-epoch, mid-backup, mid-write), and the final evaluation and save (right
+    # after the last row is written).
+    moments = [(0, 0.3), (0, rng.uniform(1.0, 0.6 * seconds)),
+               *((k, rng.uniform(0.0, 0.5)) for k in (1, 2, 4, 5)), (EPOCHS, 0.0)]
+    summary = os.path.join(workdir, "summary.json")
+    for rows_needed, delay in moments:
+        if os.path.exists(summary):
+            break
+        attempts += 1
+        with open(log_path, "w") as log:
+            proc = start(workdir, log)
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and \
+                    len(rows_of(workdir)) < rows_needed:
+                time.sleep(0.02)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=60)
+        per_attempt.append(EPOCH_LINE.findall(open(log_path).read()))
+        epochs_run += len(per_attempt[-1])
+    if not os.path.exists(summary):
+        attempts += 1
+        finish(workdir, log_path)
+        epochs_run += len(EPOCH_LINE.findall(open(log_path).read()))
+    assert kills >= 5, (kills, attempts)
+    # A kill loses at most the epoch it interrupted.
+    assert EPOCHS <= epochs_run <= EPOCHS + kills, (epochs_run, kills, moments, per_attempt)
+    _assert_same_result(workdir, reference_dir)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_train_says_how_to_resume_and_resumes(reference, tmp_path, signum):
+    reference_dir, _ = reference
+    workdir = str(tmp_path / "run")
+    log_path = str(tmp_path / "log")
+    with open(log_path, "w") as log:
+        proc = start(workdir, log)
+        deadline = time.time() + 300
+        while time.time() < deadline and len(rows_of(workdir)) < 2 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signum)
+        code = proc.wait(timeout=120)
+    out = open(log_path).read()
+    assert code != 0, out[-2000:]
+    assert "run the same command" in out and "resume" in out, out[-2000:]
+    assert "Traceback" not in out
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    finish(workdir, log_path)
+    _assert_same_result(workdir, reference_dir)
