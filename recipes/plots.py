@@ -31,7 +31,8 @@ CLASS_COLORS = {"too_low": "tab:blue", "low": "tab:blue", "slow": "tab:blue",
                 "explode": "black", "exploded": "black", "nan": "black"}
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,9 +41,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike) -> str:
+def save_figure(fig: Any, path: str | os.PathLike) -> str:
     """Writes ``fig`` as PNG to ``path`` atomically and closes it."""
-    plt = _pyplot()
+    plt = pyplot()
     path = os.fspath(path)
     try:
         fig.tight_layout()
@@ -150,7 +151,7 @@ def image_grid(x: Any, y: Any, class_names: Sequence[str], path: str | os.PathLi
     Returns:
         ``str(path)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     imgs = display_images(np.asarray(x)[:max_images], image_shape)
     labels = None if y is None else np.asarray(y)[: len(imgs)]
     n = len(imgs)
@@ -168,7 +169,7 @@ def image_grid(x: Any, y: Any, class_names: Sequence[str], path: str | os.PathLi
             ax.imshow(img, vmin=0, vmax=1, interpolation="nearest")
         if labels is not None:
             ax.set_title(_label(labels[i], class_names), fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_curve(epochs: Sequence[float], loss: Sequence[float], path: str | os.PathLike, *,
@@ -179,7 +180,7 @@ def loss_curve(epochs: Sequence[float], loss: Sequence[float], path: str | os.Pa
     Per-step losses are placed at fractional epochs (step k of K over E epochs at
     (k + 1) E / K), so both curves share the x axis.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     e = np.asarray(epochs, dtype=np.float64)
     if batch_losses is not None and len(batch_losses):
@@ -198,7 +199,7 @@ def loss_curve(epochs: Sequence[float], loss: Sequence[float], path: str | os.Pa
     ax.set_ylabel("loss (log)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_curve(epochs: Sequence[float], path: str | os.PathLike, *,
@@ -206,7 +207,7 @@ def accuracy_curve(epochs: Sequence[float], path: str | os.PathLike, *,
                    val_accuracy: Sequence[float] | None = None,
                    chance: float | None = None) -> str:
     """Train and validation accuracy per epoch; the gap between them reads overfitting."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     e = np.asarray(epochs, dtype=np.float64)
     for values, style, label in ((accuracy, "o-", "train"), (val_accuracy, "s-", "val")):
@@ -219,12 +220,12 @@ def accuracy_curve(epochs: Sequence[float], path: str | os.PathLike, *,
     ax.set_ylabel("accuracy")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lr_curve(epochs: Sequence[float], lr: Sequence[float], path: str | os.PathLike) -> str:
     """The learning rate actually used per epoch (log y when all values are positive)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 2.6))
     a = np.asarray(lr, dtype=np.float64)
     ax.plot(np.asarray(epochs, dtype=np.float64)[: len(a)], a, "o-", ms=3, color="tab:purple")
@@ -234,7 +235,7 @@ def lr_curve(epochs: Sequence[float], lr: Sequence[float], path: str | os.PathLi
     _epoch_x(ax)
     ax.set_ylabel("learning rate")
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _short(name: str, width: int = 32) -> str:
@@ -254,7 +255,7 @@ def update_ratios(records: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     Returns:
         ``str(path)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names: list[str] = []
     for r in records:
         names += [k for k in r.get("ratios", {}) if k not in names]
@@ -271,7 +272,7 @@ def update_ratios(records: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     ax.set_ylabel("‖Δw‖ / ‖w‖ (log)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lr_range(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
@@ -281,7 +282,7 @@ def lr_range(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
     Non-finite final losses (diverged runs) are drawn as crosses along the top edge. When
     runs carry ``losses`` a second panel shows each run's curve in the same colours.
     """
-    plt = _pyplot()
+    plt = pyplot()
     with_curves = any(len(r.get("losses") or []) for r in runs)
     fig, axes = plt.subplots(1, 2 if with_curves else 1, figsize=(10 if with_curves else 7, 3.6),
                              squeeze=False)
@@ -326,4 +327,4 @@ def lr_range(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
         ax2.set_ylabel("loss (log)")
         ax2.grid(True, which="both", alpha=0.3)
         ax2.legend(fontsize=6, ncol=2, title="lr", title_fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -111,14 +111,6 @@ def test_bad_config_fails_before_writing_anything(tmp_path, overrides, match):
     assert not workdir.exists()
 
 
-def test_workdir_that_is_a_file_is_refused(tmp_path):
-    path = tmp_path / "file"
-    path.write_text("mine")
-    with pytest.raises(ValueError, match="is a file"):
-        train.run(quick(), str(path))
-    assert path.read_text() == "mine"
-
-
 def test_history_csv_keeps_earlier_epochs_when_resumed(tmp_path):
     path = str(tmp_path / "history.csv")
     writer = train.HistoryCSV(path)

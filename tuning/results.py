@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from recipes import io
+from recipes import io, plots
 from tuning import space as space_lib
 
 __all__ = ["record", "short_names", "line", "write_trials_csv", "plot_params", "plot_lr_reg",
@@ -31,7 +31,6 @@ LECTURE_NAMES = {"optimizer.learning_rate": "lr", "model.l2": "reg"}
 #: The regularization strength drawn against the learning rate, first one in the space.
 REG_PATHS = ("model.l2", "model.l1", "optimizer.weight_decay", "model.dropout")
 STATUSES = ("completed", "exploded", "failed", "running")
-DPI = 96
 
 
 # -- records -----------------------------------------------------------------------------
@@ -175,26 +174,6 @@ def _cell(v: Any) -> Any:
 
 # -- plots ---------------------------------------------------------------------------------
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str) -> str:
-    plt = _pyplot()
-    try:
-        fig.tight_layout()
-        with io.atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _finished(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in records if r["status"] in ("completed", "exploded")]
 
@@ -211,7 +190,7 @@ def plot_params(records: Sequence[Mapping[str, Any]], ranges: Mapping[str, Mappi
     Returns:
         The paths written.
     """
-    plt = _pyplot()
+    plt = plots.pyplot()
     os.makedirs(directory, exist_ok=True)
     done = _finished(records)
     out = []
@@ -238,7 +217,7 @@ def plot_params(records: Sequence[Mapping[str, Any]], ranges: Mapping[str, Mappi
         if len(stages) > 1 or bad:
             ax.legend(fontsize=7)
         safe = path.replace(".", "_")
-        out.append(_save(fig, os.path.join(directory, f"val_accuracy_vs_{safe}.png")))
+        out.append(plots.save_figure(fig, os.path.join(directory, f"val_accuracy_vs_{safe}.png")))
     return out
 
 
@@ -265,7 +244,7 @@ def plot_lr_reg(records: Sequence[Mapping[str, Any]],
                None)
     if first.get(lr, {}).get("kind") in (None, "choice") or reg is None:
         return None
-    plt = _pyplot()
+    plt = plots.pyplot()
     from matplotlib import patches
 
     done = _finished(records)
@@ -295,7 +274,7 @@ def plot_lr_reg(records: Sequence[Mapping[str, Any]],
     ax.set_title("learning rate × regularization (coarse to fine)")
     ax.legend(fontsize=7, loc="best")
     ax.autoscale_view()
-    return _save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 # -- best_config ---------------------------------------------------------------------------
