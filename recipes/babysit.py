@@ -102,11 +102,11 @@ def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
         splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
                            val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
                            limit=cfg.dataset.limit)
-    train.prepare(cfg, splits=splits)  # every field checked before the first step runs
+    prepared = train.prepare(cfg, splits=splits)  # every field checked before any step
     os.makedirs(workdir, exist_ok=True)
 
     state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
-                   overwrite=overwrite)
+                   overwrite=overwrite, model=prepared.model)
     for name in todo:
         if state.stopped:
             break
@@ -138,6 +138,7 @@ class _State:
     todo: list[str]
     echo: Callable[[str], None]
     overwrite: bool = False
+    model: Any = None  # the recipe's untrained model, built once to check the config
     steps: list[Step] = dataclasses.field(default_factory=list)
     done: set[str] = dataclasses.field(default_factory=set)
     stopped: bool = False
@@ -158,8 +159,7 @@ def _sanity(state: _State):
     cfg, splits = state.cfg, state.splits
     checks = [sanity.initial_loss, sanity.regularization_raises_loss,
               sanity.input_independent_baseline]
-    probe = train.prepare(cfg, splits=splits).model
-    if sanity.custom_layers(probe):
+    if sanity.custom_layers(state.model):
         checks.append(sanity.gradient_check)
     for check in checks:
         result = check(cfg, splits=splits)
