@@ -5,57 +5,20 @@ Adagrad, RMSprop, Adam (Kingma & Ba 2015) and AdamW (Loshchilov & Hutter 2019, d
 weight decay; L2 in the loss stays available as ``model.l2`` so the two can be compared).
 
 Every optimizer is Keras's own; this module only maps the config branch onto it, with the
-papers' defaults and argument checks that name the bad field. ``config_fields`` (reading a
-config branch over base.py's defaults) is shared with ``schedules`` and ``losses``.
+papers' defaults and argument checks that name the bad field.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
-__all__ = ["NAMES", "config_fields", "get"]
+from recipes.configs import config_fields
 
-
-def config_fields(cfg: Any, branch: str) -> dict[str, Any]:
-    """Returns the ``branch`` fields of ``cfg`` over the defaults of ``configs/base.py``.
-
-    Args:
-        cfg: the branch as a ConfigDict, a plain dict (missing fields take the defaults),
-            a bare name (``"adam"`` means ``{"name": "adam"}``) or None (all defaults).
-        branch: the branch of the config tree, e.g. ``"optimizer"``.
-
-    Returns:
-        A plain dict with every field of the branch.
-
-    Raises:
-        ValueError: a field the branch does not have (the valid fields are listed).
-    """
-    from recipes.configs import base
-
-    fields = base.get_config()[branch].to_dict()
-    if cfg is None:
-        given: dict[str, Any] = {}
-    elif isinstance(cfg, str):
-        given = {"name": cfg}
-    elif hasattr(cfg, "to_dict"):
-        given = cfg.to_dict()
-    elif isinstance(cfg, Mapping):
-        given = dict(cfg)
-    else:
-        raise ValueError(f"{branch} must be a config branch (ConfigDict or dict), a name or "
-                         f"None, got {type(cfg).__name__}: {cfg!r}")
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        bad = ", ".join(f"{branch}.{k}" for k in unknown)
-        raise ValueError(f"unknown field(s) {bad}; valid fields of {branch}: {sorted(fields)}")
-    fields.update(given)
-    if isinstance(fields.get("name"), str):
-        fields["name"] = fields["name"].strip().lower()
-    return fields
+__all__ = ["NAMES", "get"]
 
 
 def _require(ok: bool, message: str) -> None:

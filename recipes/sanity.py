@@ -274,7 +274,7 @@ def expected_initial_loss(loss_cfg: Any, y: np.ndarray, num_classes: int,
     the bias b; ln C (2.303 for 10 classes) for a constant bias. SVM: the mean hinge
     Σ_{j≠y} max(0, b_j − b_y + Δ); (C − 1)·Δ for a constant bias (lecture: "C − 1").
     """
-    c = optimizers.config_fields(loss_cfg, "loss")
+    c = configs.config_fields(loss_cfg, "loss")
     b = np.zeros(num_classes) if bias is None else np.asarray(bias, dtype=np.float64)
     p = _priors(y, num_classes)
     if c["name"] in ("svm", "hinge"):

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from recipes.optimizers import config_fields
+from recipes.configs import config_fields
 
 __all__ = ["NAMES", "Constant", "InverseSqrtDecay", "LinearWarmup", "LinearWarmupCallback",
            "callbacks", "get"]

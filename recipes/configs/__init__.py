@@ -90,3 +90,41 @@ def _merge(into: ml_collections.ConfigDict, src: Mapping[str, Any], prefix: str)
             except TypeError as e:  # ConfigDict is typed: "abc" cannot replace a float
                 raise ValueError(f"config: {path} must be a {type(into[key]).__name__}, "
                                  f"got {value!r}") from e
+
+
+def config_fields(cfg: Any, branch: str) -> dict[str, Any]:
+    """Returns the ``branch`` fields of ``cfg`` over the defaults of ``configs/base.py``.
+
+    Args:
+        cfg: the branch as a ConfigDict, a plain dict (missing fields take the defaults),
+            a bare name (``"adam"`` means ``{"name": "adam"}``) or None (all defaults).
+        branch: the branch of the config tree, e.g. ``"optimizer"``.
+
+    Returns:
+        A plain dict with every field of the branch.
+
+    Raises:
+        ValueError: a field the branch does not have (the valid fields are listed).
+    """
+    from recipes.configs import base
+
+    fields = base.get_config()[branch].to_dict()
+    if cfg is None:
+        given: dict[str, Any] = {}
+    elif isinstance(cfg, str):
+        given = {"name": cfg}
+    elif hasattr(cfg, "to_dict"):
+        given = cfg.to_dict()
+    elif isinstance(cfg, Mapping):
+        given = dict(cfg)
+    else:
+        raise ValueError(f"{branch} must be a config branch (ConfigDict or dict), a name or "
+                         f"None, got {type(cfg).__name__}: {cfg!r}")
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        bad = ", ".join(f"{branch}.{k}" for k in unknown)
+        raise ValueError(f"unknown field(s) {bad}; valid fields of {branch}: {sorted(fields)}")
+    fields.update(given)
+    if isinstance(fields.get("name"), str):
+        fields["name"] = fields["name"].strip().lower()
+    return fields
