@@ -40,3 +40,8 @@ with _native_stderr_silenced():
     import tensorflow as _tf
 
     _tf.config.list_physical_devices()
+
+# The builders' layers and initializers (Maxout, WeightNormalization, Scaled, ...) register
+# themselves with Keras on import; without this, keras.saving.load_model on a babysit model
+# fails with "Could not interpret initializer identifier" unless the user imports models.
+import models as _models  # noqa: E402, F401
