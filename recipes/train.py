@@ -77,7 +77,8 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
     """
     cfg = configs.complete(config)
     _check_numbers(cfg)
-    keras.utils.set_random_seed(cfg.train.seed)
+    keras.utils.set_random_seed(cfg.train.seed)  # Python, NumPy and TF seeds
+    set_op_determinism(cfg.train.deterministic)
     strategy = _strategy(cfg.train.distribute)
     if splits is None:
         splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
@@ -449,6 +450,24 @@ def _existing_parent(path: str) -> str:
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return path
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turns TensorFlow's op determinism on or off for this process (``train.deterministic``).
+
+    With it on and ``train.seed`` set, every op (tf.data's parallel map included) gives the
+    same result on the same hardware, so two runs of a config give bit-identical histories
+    on CPU. On GPU a few ops have no deterministic kernel and raise ``UnimplementedError``
+    (TF's enable_op_determinism docs list them), and others get slower.
+    """
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:  # the public API can only enable; a notebook may switch back for a later run
+        from tensorflow.python.framework import config as tf_config
+
+        disable = getattr(tf_config, "disable_op_determinism", None)
+        if disable is not None:
+            disable()
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:

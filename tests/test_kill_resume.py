@@ -4,7 +4,9 @@
 the final evaluation and save) and restarted with the same command until it finishes; its
 ``history.csv`` and ``summary.json`` must then equal an uninterrupted run's bit for bit, with
 no temporary file left and at most one epoch re-run per kill. SIGINT and SIGTERM stop a run
-with a line saying how to resume. (The search's SIGKILL test is in tests/test_search.py.)
+with a line saying how to resume. ``python -m tuning.search`` gets the same treatment: killed
+at random moments and restarted, it ends with the trials, values and scores of an
+uninterrupted search, re-running at most the trial each kill interrupted.
 """
 
 import json
@@ -146,3 +148,97 @@ def test_interrupted_train_says_how_to_resume_and_resumes(reference, tmp_path, s
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
     finish(workdir, log_path)
     _assert_same_result(workdir, reference_dir)
+
+
+# -- tuning.search --------------------------------------------------------------------------
+
+TRIALS = 6
+SEARCH_ARGS = ["--config=digits_mlp:quick", f"--trials={TRIALS}", "--epochs=2",
+               "--space=optimizer.learning_rate=log:1e-4:1e-1,model.l2=log:1e-6:1e-2"]
+TRIAL_LINE = re.compile(r"^val_acc: .*\((\d+) / (\d+)\)", re.M)
+#: trials.csv / result.json fields that measure time, not the result.
+SEARCH_TIMINGS = ("seconds",)
+
+
+def start_search(workdir, log):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "tuning.search", *SEARCH_ARGS,
+                             f"--workdir={workdir}"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
+
+
+def finish_search(workdir, log_path):
+    with open(log_path, "w") as log:
+        proc = start_search(workdir, log)
+        assert proc.wait(timeout=300) == 0, open(log_path).read()[-3000:]
+
+
+def trials_started(workdir):
+    stage = os.path.join(workdir, "kt", "stage1")
+    if not os.path.isdir(stage):
+        return 0
+    return sum(1 for d in os.listdir(stage) if d.startswith("trial_"))
+
+
+def search_result(workdir):
+    """What a search decides: every trial's values and scores, the best config; no timings."""
+    rows = [{k: v for k, v in r.items() if k not in SEARCH_TIMINGS}
+            for r in io.read_csv(os.path.join(workdir, "trials.csv"))]
+    result = json.load(open(os.path.join(workdir, "result.json")))
+    for t in [result["best"], *result.get("top", [])]:
+        for k in SEARCH_TIMINGS:
+            t.pop(k, None)
+    best = json.load(open(os.path.join(workdir, "best_config.json")))
+    return sorted(rows, key=lambda r: int(r["trial"])), result["best"], best
+
+
+@pytest.fixture(scope="module")
+def search_reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("search_ref") / "search")
+    t0 = time.time()
+    finish_search(workdir, os.path.join(os.path.dirname(workdir), "log"))
+    return workdir, time.time() - t0
+
+
+@pytest.mark.slow  # 6+ restarts of a 6-trial search: ~1-2 min on 2 cores
+def test_search_survives_random_sigkills(search_reference, tmp_path):
+    reference_dir, seconds = search_reference
+    rng = random.Random(4321)
+    workdir = str(tmp_path / "search")
+    log_path = str(tmp_path / "log")
+    # Moments: start-up, a random time, a random delay after the k-th trial's directory
+    # appears (mid-trial, mid-write of the oracle or trials.csv), and right after the last
+    # trial's line (writing result.json, best_config.*, plots).
+    moments = [(0, 0.3), (0, rng.uniform(1.0, 0.5 * seconds)),
+               *((k, rng.uniform(0.0, 1.5)) for k in (2, 3, 4, 5)), (TRIALS + 1, 0.0)]
+    kills, attempts, trial_lines = 0, 0, 0
+    done = os.path.join(workdir, "result.json")
+    for trials_needed, delay in moments:
+        if os.path.exists(done):
+            break
+        attempts += 1
+        with open(log_path, "w") as log:
+            proc = start_search(workdir, log)
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and (
+                    trials_started(workdir) < trials_needed if trials_needed <= TRIALS
+                    else len(TRIAL_LINE.findall(open(log_path).read())) == 0
+                    or not os.path.exists(os.path.join(workdir, "trials.csv"))
+                    or len(io.read_csv(os.path.join(workdir, "trials.csv"))) < TRIALS):
+                time.sleep(0.02)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=60)
+        trial_lines += len(TRIAL_LINE.findall(open(log_path).read()))
+    if not os.path.exists(done):
+        attempts += 1
+        finish_search(workdir, log_path)
+        trial_lines += len(TRIAL_LINE.findall(open(log_path).read()))
+    assert kills >= 5, (kills, attempts)
+    # A finished trial is never re-run; a kill costs at most the trial it interrupted (a
+    # trial that finished but whose line was cut off by the kill is counted once).
+    assert trial_lines <= TRIALS + kills, (trial_lines, kills)
+    assert search_result(workdir) == search_result(reference_dir)
+    assert leftovers(workdir) == []

@@ -316,3 +316,17 @@ def test_killed_search_resumes_without_rerunning_or_duplicating(tmp_path):
     rows = io.read_csv(str(workdir / "trials.csv"))
     assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"]
     assert all(r["status"] == "completed" for r in rows)
+
+
+def test_half_written_kerastuner_state_is_named_with_the_fix(tmp_path):
+    # KerasTuner (and babysit before its writes were atomic) could leave an empty trial.json
+    # after a kill; KerasTuner itself then fails with a bare JSONDecodeError.
+    project = tmp_path / "kt" / "stage2"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "oracle.json").write_text('{"ongoing_trials": {}}')
+    (project / "trial_0" / "trial.json").write_text('{"trial_id": "0", "hyperpar')
+    with pytest.raises(ValueError, match=r"trial_0/trial.json is corrupt or half-written.*"
+                                         r"move .*stage2 away to rerun stage 2"):
+        tuning_search._check_state(str(project), 2)
+    (project / "trial_0" / "trial.json").write_text('{"trial_id": "0"}')
+    tuning_search._check_state(str(project), 2)  # intact state passes

@@ -231,3 +231,23 @@ def test_exploding_run_stops_with_its_reason(tmp_path):
     summary = train.run(cfg, str(tmp_path / "w"))
     assert summary["epochs"] == 1
     assert "nan" in summary["stopped_reason"] or "3" in summary["stopped_reason"]
+
+
+def test_same_seed_gives_identical_history_with_op_determinism_on(tmp_path):
+    # Issue 7: train.seed fixes Python, NumPy and TF seeds and enables op determinism, so
+    # two runs of one config (augmentation and dropout included) agree to the last bit.
+    from tensorflow.python.framework import config as tf_config
+
+    cfg = quick(**{"train.epochs": 3, "model.dropout": 0.2, "augment.noise_std": 0.1})
+    runs = []
+    for name in ("a", "b"):
+        train.run(cfg, str(tmp_path / name))
+        assert tf_config.is_op_determinism_enabled()
+        runs.append(open(tmp_path / name / "history.csv").read())
+    assert runs[0] == runs[1]
+    other = quick(**{"train.epochs": 3, "model.dropout": 0.2, "augment.noise_std": 0.1,
+                     "train.seed": 1})
+    train.run(other, str(tmp_path / "c"))
+    assert open(tmp_path / "c" / "history.csv").read() != runs[0]  # the seed matters
+    train.prepare(quick(**{"train.deterministic": False}))
+    assert not tf_config.is_op_determinism_enabled()  # a later run may switch it off

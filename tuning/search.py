@@ -369,9 +369,20 @@ class _Hooked:
 
     On the chief of a distributed search the oracle is the only place that sees every
     trial end (its tuner blocks in the gRPC server), so the results are written here.
+
+    Its state files are written atomically: KerasTuner writes ``oracle.json`` and each
+    ``trial.json`` in place, and a SIGKILL mid-write leaves an empty file that no rerun can
+    reload (found by tests/test_kill_resume.py).
     """
 
     on_end = None
+
+    def save(self):
+        io.write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        io.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                      trial.get_state())
 
     @kt.synchronized
     def end_trial(self, trial):
@@ -389,7 +400,15 @@ class _GridOracle(_Hooked, kt.oracles.GridSearchOracle):
 
 
 class _TunerMixin:
-    """Declares the space without building a model, records explosions, frees memory."""
+    """Declares the space without building a model, records explosions, frees memory.
+
+    Like the oracle's, the tuner's state file (``tuner0.json``) is written atomically.
+    """
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        io.write_json(self._get_tuner_fname(), self.get_state())
 
     def _populate_initial_space(self):
         # KerasTuner builds the model once to discover the space; ours is declared upfront.
@@ -501,6 +520,27 @@ def _check_request(workdir: str, request: dict[str, Any], overwrite: bool) -> No
                          "use a new workdir or --overwrite")
 
 
+def _check_state(project_dir: str, index: int) -> None:
+    """Names a corrupt KerasTuner state file (e.g. half-written by an older version).
+
+    KerasTuner would fail with a bare ``JSONDecodeError``; this says which file and the fix.
+    """
+    if not os.path.isdir(project_dir):
+        return
+    for base, _, files in os.walk(project_dir):
+        for name in sorted(files):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            path = os.path.join(base, name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"KerasTuner state {path} is corrupt or half-written ({e}); "
+                                 f"move {project_dir} away to rerun stage {index}, or use a "
+                                 "new workdir") from e
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths where two JSON trees differ (``config.optimizer.name``, ``space``)."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
@@ -608,6 +648,7 @@ class _Run:
             env = {"KERASTUNER_TUNER_ID": self.tuner_id, "KERASTUNER_ORACLE_IP": self.host,
                    "KERASTUNER_ORACLE_PORT": str(self.port + index - 1)}
         tuner_cls = _GridTuner if self.strategy == "grid" else _RandomTuner
+        _check_state(os.path.join(self.workdir, "kt", f"stage{index}"), index)
         with _env(env), contextlib.redirect_stdout(_Quiet(sys.stdout)):
             tuner = tuner_cls(model, oracle=oracle, directory=os.path.join(self.workdir, "kt"),
                               project_name=f"stage{index}", overwrite=False)
@@ -749,6 +790,7 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
                            limit=cfg.dataset.limit)
     if role != "worker":  # written once the data loaded: a bad dataset leaves no trace
         os.makedirs(workdir, exist_ok=True)
+        io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
         io.write_json(os.path.join(workdir, "search.json"), request)
     run = _Run(cfg, stages, workdir=workdir, strategy=strategy, splits=splits, seed=seed,
                verbose=verbose, role=role, host=host, port=port, tuner_id=tuner_id,

@@ -86,6 +86,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.full_batch = False  # the lecture's sample_batches=False
     c.train.shuffle = True  # reshuffle every epoch; off only for the "cyclic loss" lesson
     c.train.seed = 0
+    # Op determinism (tf.config.experimental.enable_op_determinism): with train.seed, two runs
+    # give bit-identical histories on CPU. Costs little on CPU; on GPU some ops get slower
+    # or raise UnimplementedError — set False there for speed (docs/training.md).
+    c.train.deterministic = True
     c.train.distribute = "none"  # none | mirrored | multi_worker | tpu
     c.train.verbose = 1  # 1 = progress bar, 2 = one line per epoch, 0 = quiet
     c.train.jit_compile = "auto"
