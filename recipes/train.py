@@ -113,6 +113,8 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
                       loss=losses.get(cfg.loss, num_classes),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                       jit_compile=_jit(cfg.train.jit_compile))
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _build_before_fit(model, train_ds)
     return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy, epoch_seed)
 
 
@@ -450,6 +452,49 @@ def _existing_parent(path: str) -> str:
     while not os.path.exists(path):
         path = os.path.dirname(path)
     return path
+
+
+def _build_before_fit(model: keras.Model, train_ds: tf.data.Dataset) -> None:
+    """Works around Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy`` (keras#20585).
+
+    ``fit`` first reduces one distributed batch with ``strategy.reduce`` to build the model's
+    metrics and loss symbolically; with MWMS that reduce raises "Attempt to convert a value
+    (PerReplica...) to a Tensor". The batch only serves the build, so build here from the
+    dataset's element spec and let ``fit`` skip the step (it re-checks nothing).
+    """
+    spec = tuple(keras.KerasTensor(s.shape, s.dtype.name) for s in train_ds.element_spec)
+    model._symbolic_build(data_batch=spec)
+    model.optimizer.build(model.trainable_variables)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    _patch_multi_worker_mean()
+
+
+def _patch_multi_worker_mean() -> None:
+    """Makes Keras 3 reduce a multi-worker step's scalar logs across replicas (keras#20585).
+
+    Keras reduces each step's logs under MWMS with ``reduce("MEAN", v, axis=0)``, which
+    fails on a scalar ("Invalid reduction dimension 0"). Scalars get the
+    cross-replica mean instead (``axis=None``); everything else goes through unchanged. Only
+    installed when a run uses ``train.distribute=multi_worker``.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_babysit_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            def one(v):
+                if all(t.shape.rank == 0 for t in strategy.experimental_local_results(v)):
+                    return strategy.reduce("MEAN", v, axis=None)
+                return original(v, strategy, reduction)
+            return tf.nest.map_structure(one, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._babysit_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def set_op_determinism(enabled: bool) -> None:
