@@ -536,9 +536,12 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 
 def _jit(value: Any) -> bool | str:
-    if value in ("auto", True, False):
+    """``train.jit_compile`` (a string field, so the CLI can set it) for ``compile``."""
+    if isinstance(value, bool) or value == "auto":
         return value
-    raise ValueError(f"train.jit_compile must be auto, True or False, got {value!r}")
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"train.jit_compile must be auto, true or false, got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -330,3 +330,32 @@ def test_half_written_kerastuner_state_is_named_with_the_fix(tmp_path):
         tuning_search._check_state(str(project), 2)
     (project / "trial_0" / "trial.json").write_text('{"trial_id": "0"}')
     tuning_search._check_state(str(project), 2)  # intact state passes
+
+
+@pytest.mark.slow  # 30 one-epoch trials, twice restarted: ~1-2 min on 2 cores
+def test_cli_recycles_its_process_so_memory_stays_flat(tmp_path):
+    # TensorFlow keeps ~4.5 MB per trained model (benchmarks/search_memory.py); re-executing
+    # every 10 trials caps the growth: trial 30's RSS (process 7 trials old) stays near
+    # trial 10's, where 20 more trials without recycling would add ~90 MB.
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import search_memory
+    finally:
+        sys.path.pop(0)
+    workdir = str(tmp_path / "s")
+    rss = search_memory.search_rss(30, 10, workdir)
+    assert sorted(rss) == list(range(1, 31))
+    assert rss[30] - rss[10] < 60, rss
+    assert rss[11] < rss[10] - 5 and rss[21] < rss[20] - 5, rss  # each restart frees memory
+    rows = io.read_csv(os.path.join(workdir, "trials.csv"))
+    assert sorted(int(r["trial"]) for r in rows) == list(range(30))
+    assert all(r["status"] == "completed" for r in rows)
+
+
+def test_recycle_every_must_not_be_negative(tmp_path):
+    proc = run_cli("--config=digits_mlp:quick", f"--workdir={tmp_path / 's'}", "--trials=2",
+                   "--epochs=1", "--recycle_every=-1",
+                   "--space=optimizer.learning_rate=log:1e-4:1e-1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "tuning.search: error: --recycle_every must be >= 0 (0 = never), got -1"]

@@ -591,6 +591,7 @@ class _Run:
         self.names: dict[str, str] = {}
         self.done: list[dict[str, Any]] = []  # records of the finished stages
         self.factor = float(cfg.monitor.explosion_factor)
+        self.ended_here = 0  # trials this process finished (for _RECYCLE)
 
     # -- per trial (oracle hook: local process or chief) --
     def _stage_records(self, oracle: kt.Oracle, index: int) -> list[dict[str, Any]]:
@@ -603,19 +604,22 @@ class _Run:
         recs = self._stage_records(oracle, index)
         results.write_trials_csv(os.path.join(self.workdir, "trials.csv"), self.done + recs,
                                  self.params)
-        if not self.verbose:
-            return
         rec = next((r for r in recs if r["trial"] == str(trial.trial_id)), None)
         if rec is None or rec["status"] == "running":
             return
         clock["ended"] += 1
         finished = sum(r["status"] != "running" for r in recs)
-        elapsed = time.time() - clock["start"]
         left = max(stage.trials - finished, 0)
-        eta = elapsed / clock["ended"] * left
-        print(results.line(rec, stage.trials, self.names) +
-              f"  [stage {index}/{len(self.stages)}, {_duration(elapsed)}, "
-              f"eta {_duration(eta)}]", flush=True)
+        if self.verbose:
+            elapsed = time.time() - clock["start"]
+            eta = elapsed / clock["ended"] * left
+            print(results.line(rec, stage.trials, self.names) +
+                  f"  [stage {index}/{len(self.stages)}, {_duration(elapsed)}, "
+                  f"eta {_duration(eta)}]", flush=True)
+        self.ended_here += 1
+        more = left > 0 or index < len(self.stages)
+        if more and self.role == "none" and 0 < _RECYCLE["every"] <= self.ended_here:
+            _reexec(self.ended_here)
 
     def on_worker_line(self, index: int, stage: Stage, tuner: kt.Tuner, trial: Any) -> None:
         if not self.verbose:
@@ -910,6 +914,26 @@ def search_step(config: Any, *, splits: data.Splits | None = None, workdir: str,
 
 # -- command line ----------------------------------------------------------------------------
 
+#: Set by the CLI only: re-execute the command after this many finished trials (0 = never).
+_RECYCLE: dict[str, Any] = {"every": 0, "argv": None, "verbose": True}
+
+
+def _reexec(trials: int) -> None:
+    """Replaces this process by a fresh run of the same command, which resumes the search.
+
+    TensorFlow keeps every trained model's traced functions (~4.5 MB per model with Keras
+    3.15 / TF 2.21, in plain ``model.fit`` too; ``keras.backend.clear_session`` and
+    ``gc.collect`` do not free them), so a long search's memory grows with its trials.
+    Like a web server's ``max_requests``, the CLI starts afresh every ``--recycle_every``
+    trials: the state on disk is complete at any moment (tests/test_kill_resume.py kills
+    the search at random), so the new process resumes where this one stopped, same PID.
+    """
+    if _RECYCLE["verbose"]:
+        print(f"(restarting the process after {trials} trials to free TensorFlow's memory; "
+              "the search resumes)", flush=True)
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tuning.search", *_RECYCLE["argv"]])
+
 def _define_flags() -> None:
     from absl import flags
 
@@ -932,6 +956,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("oracle", None, "The chief's HOST:PORT (or KERASTUNER_ORACLE_IP/"
                         "_PORT); stage i uses PORT+i-1.")
     flags.DEFINE_string("tuner_id", None, "A worker's unique id (or KERASTUNER_TUNER_ID).")
+    flags.DEFINE_integer("recycle_every", 25, "Restart the process (it resumes) every N "
+                         "finished trials so TensorFlow's per-model memory is freed; 0 = "
+                         "never. Local searches only.")
 
 
 def _cli(cfg: ml_collections.ConfigDict, flags: Any) -> None:
@@ -947,6 +974,11 @@ def _cli(cfg: ml_collections.ConfigDict, flags: Any) -> None:
     else:
         stages = parse_stages(flags.stages or s.stages)
     verbose = 0 if flags.verbose == 0 else 1
+    if flags.recycle_every < 0:
+        raise ValueError(f"--recycle_every must be >= 0 (0 = never), got {flags.recycle_every}")
+    # After a restart the search must resume, not start over: drop --overwrite.
+    _RECYCLE.update(every=flags.recycle_every, verbose=bool(verbose),
+                    argv=[a for a in sys.argv[1:] if not a.startswith("--overwrite")])
     coarse_to_fine(cfg, flags.space or s.space, stages,
                    keep_top=flags.keep_top if flags.keep_top is not None else int(s.keep_top),
                    workdir=flags.workdir, strategy=flags.strategy or s.strategy,
