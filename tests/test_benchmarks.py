@@ -1,0 +1,196 @@
+"""The performance benchmarks' --quick modes, the report generator, the Fashion recipes."""
+
+import json
+import os
+import sys
+
+import keras
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import fashion_race, machine, overhead, performance_report  # noqa: E402
+from benchmarks import pipeline as pipeline_bench  # noqa: E402
+from recipes import configs, train  # noqa: E402
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# --- the recipes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fashion_fast", "fashion_best"])
+def test_fashion_recipes_resolve_by_name_and_train_a_tiny_epoch(name, tmp_path):
+    full = configs.get(name)
+    assert configs.resolve_path(name).endswith(f"{name}.py")
+    assert full.dataset.name == "fashion_mnist" and full.model.arch == "convnet"
+    assert full.model.norm == "batch" and full.loss.label_smoothing == pytest.approx(0.1)
+    assert full.schedule.name == "cosine" and full.schedule.warmup_epochs > 0
+    assert full.augment.flip == "horizontal" and full.augment.crop_padding > 0
+    cfg = configs.get(f"{name}:quick")
+    assert cfg.dataset.name == "digits" and cfg.dataset.limit <= 600
+    cfg.train.epochs = 1
+    summary = train.run(cfg, str(tmp_path / name))
+    assert summary["epochs"] == 1 and summary["dataset"] == "digits"
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    if name == "fashion_best":  # ten-crop test-time augmentation on 7x7 crops of 8x8 digits
+        assert full.evaluate.tta == "ten_crop" and full.model.blocks_per_stage == 2
+        assert summary["tta_mode"] == "ten_crop" and 0.0 <= summary["test_tta_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match=f"{name}:quick"):
+        configs.get(f"{name}:slow")
+
+
+# --- machine.py ------------------------------------------------------------------------------
+
+
+def test_count_macs_from_layer_shapes():
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    macs = machine.count_macs(model)
+    assert list(macs.values()) == [8 * 8 * 4 * 9 * 1, 256 * 10]
+
+
+def test_epoch_clock_span_needs_the_epoch():
+    clock = machine.EpochClock()
+    with pytest.raises(ValueError, match="epoch 1"):
+        clock.span(1)
+
+
+def test_machine_quick_writes_sane_json(tmp_path):
+    out = tmp_path / "machine.json"
+    machine.main(["--quick", "--out", str(out)])
+    d = _read(out)
+    assert d["nproc"] >= 1 and d["cpu_model"] and d["date"]
+    assert d["matmul"]["gflops"] > 0 and d["matmul"]["n"] == 512
+    assert d["model"]["macs_per_example"] == sum(d["model"]["macs_by_layer"].values()) > 0
+    assert d["model"]["train_flops_per_example"] == 6 * d["model"]["macs_per_example"]
+    variants = d["training"]["variants"]
+    assert set(variants) == {"base", "batch256"}
+    assert all(v["images_per_second"] > 0 and v["ratio_to_base"] > 0 for v in variants.values())
+    assert variants["base"]["ratio_to_base"] == 1.0
+    assert d["achieved_gflops"] > 0 and 0 < d["fraction_of_matmul"]
+    assert "skipped" in d["threads"]
+
+
+# --- overhead.py and pipeline.py ------------------------------------------------------------
+
+
+def test_overhead_quick_writes_ratios(tmp_path):
+    out = tmp_path / "overhead.json"
+    overhead.main(["--quick", "--out", str(out), "--rounds", "1", "--epochs", "2"])
+    d = _read(out)
+    assert len(d["runs"]) == 1 and all(set(r) == {"bare", "recipe", "monitored"}
+                                       for r in d["runs"])
+    assert all(v["steps_per_second"] > 0 for r in d["runs"] for v in r.values())
+    for name, target in (("recipe", 0.97), ("monitored", 0.95)):
+        c = d["comparisons"][name]
+        assert c["median_ratio"] > 0 and len(c["ratios"]) == 1 and c["target"] == target
+        run, bare = d["runs"][0][name], d["runs"][0]["bare"]
+        assert c["median_ratio"] == pytest.approx(
+            run["steps_per_second"] / bare["steps_per_second"], abs=2e-3)
+        assert c["median_cpu_ratio"] > 0 and 0 < c["cpu_ratio_full_epoch"] <= 1
+    assert d["recipe_ratio"] == d["comparisons"]["recipe"]["median_ratio"]
+    assert d["workload"]["dataset"] == "digits" and d["workload"]["timed_epochs"] == "2..2"
+
+
+def test_pipeline_quick_writes_ratio(tmp_path):
+    out = tmp_path / "pipeline.json"
+    pipeline_bench.main(["--quick", "--out", str(out)])
+    d = _read(out)
+    rates = d["images_per_second"]
+    assert set(rates) == {"pipeline", "pipeline_no_augment", "fit"}
+    assert all(v > 0 for v in rates.values())
+    assert d["ratio"] == pytest.approx(rates["pipeline"] / rates["fit"], rel=0.01)
+    assert d["pipeline_cores_needed"] > 0
+    assert d["workload"]["augment"]["flip"] == "horizontal"
+
+
+# --- fashion_race.py -------------------------------------------------------------------------
+
+
+def test_seconds_to_threshold():
+    curve = [{"seconds": 1.0, "test_accuracy": 0.8}, {"seconds": 2.0, "test_accuracy": 0.93}]
+    assert fashion_race.seconds_to(curve, 0.9) == 2.0
+    assert fashion_race.seconds_to(curve, 0.8) == 1.0
+    assert fashion_race.seconds_to(curve, 0.934) is None
+
+
+def test_race_quick_writes_curves_and_only_keeps_the_others(tmp_path):
+    fashion_race.main(["--quick", "--out", str(tmp_path)])
+    d = _read(tmp_path / "race.json")
+    assert d["quick"] and d["dataset"] == "digits" and d["thresholds"] == [0.9, 0.925, 0.934]
+    assert set(d["runs"]) == {"a", "b", "c", "d"}
+    for r in d["runs"].values():
+        seconds = [p["seconds"] for p in r["curve"]]
+        assert seconds[0] > 0 and seconds == sorted(seconds)
+        assert all(0.0 <= p["test_accuracy"] <= 1.0 for p in r["curve"])
+        assert 0.0 <= r["final_test_accuracy"] <= 1.0 and r["final_seconds"] > 0
+        assert set(r["seconds_to"]) == {"0.9", "0.925", "0.934"}
+    assert [p["epoch"] for p in d["runs"]["a"]["curve"]] == [1, 2]
+    assert d["runs"]["a"]["final_test_accuracy"] > 0.5  # the MLP learns digits in 2 epochs
+    assert d["runs"]["d"]["curve"][-1]["tta"] == "ten_crop"  # the ten-crop point comes last
+    assert os.path.getsize(tmp_path / "race.png") > 1000
+
+    fashion_race.main(["--quick", "--out", str(tmp_path), "--only=b"])
+    again = _read(tmp_path / "race.json")
+    assert set(again["runs"]) == {"a", "b", "c", "d"}
+    for letter in "acd":
+        assert again["runs"][letter] == d["runs"][letter]
+
+
+def test_race_rejects_unknown_contestant(capsys):
+    with pytest.raises(SystemExit) as e:
+        fashion_race.main(["--quick", "--only=a,z"])
+    assert e.value.code == 2 and "--only" in capsys.readouterr().err
+
+
+# --- performance_report.py ---------------------------------------------------------------------
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def test_report_from_synthetic_json(tmp_path):
+    m = {"cpu_model": "Test CPU", "nproc": 2, "sched_affinity": 2, "tensorflow": "9.9"}
+    _write(tmp_path / "fashion_race" / "race.json", {
+        "machine": m, "date": "2030-01-01", "command": "python benchmarks/fashion_race.py",
+        "quick": False, "thresholds": [0.9, 0.925, 0.934],
+        "runs": {"c": {"label": "recipe fashion_fast", "epochs": 12,
+                       "final_test_accuracy": 0.9312, "final_seconds": 401.0,
+                       "setup_seconds": 3.0,
+                       "seconds_to": {"0.9": 77.0, "0.925": 290.0, "0.934": None}}}})
+    _write(tmp_path / "overhead.json", {
+        "machine": m, "date": "2030-01-02", "command": "python benchmarks/overhead.py",
+        "workload": {"config": "fashion_fast", "examples": 5120, "full_epoch_steps": 422},
+        "median_steps_per_second": {"bare": 10.0},
+        "comparisons": {"recipe": {"median_ratio": 0.9871, "median_cpu_ratio": 0.9912,
+                                   "target": 0.97, "meets_target": True,
+                                   "meets_target_cpu": True, "extra_cpu_seconds_per_epoch": 0.05,
+                                   "cpu_ratio_full_epoch": 0.999}}})
+    out = performance_report.main(["--results", str(tmp_path)])
+    text = open(out).read()
+    assert out == str(tmp_path / "performance.md")
+    assert "0.9312" in text and "| 77 s | 290 s | - |" in text and "401 s" in text
+    assert "| recipe | 0.987 | 0.991 | 0.97 | yes / yes | 0.050 s | 0.999 |" in text
+    assert "2030-01-02" in text and "Test CPU" in text and "(422 steps)" in text
+    # contestants and files that were never run
+    assert "| a | not yet measured |" in text and "| d | not yet measured |" in text
+    assert text.count("not yet measured (no `") == 2  # pipeline.json and machine.json
+    assert "--quick run" not in text
+
+
+def test_report_marks_quick_runs_and_bad_files(tmp_path):
+    _write(tmp_path / "pipeline.json", {
+        "command": "python benchmarks/pipeline.py --quick", "date": "d",
+        "images_per_second": {"pipeline": 9000.0, "fit": 3000.0}, "ratio": 3.0,
+        "pipeline_cores_needed": 0.25})
+    (tmp_path / "machine.json").write_text("{ half")
+    text = performance_report.render(str(tmp_path))
+    assert "--quick run" in text and "**3.0x**" in text and "9000" in text
+    assert "machine.json` is corrupt" in text or "could not read `machine.json`" in text
