@@ -327,6 +327,11 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.rows = io.read_csv(self.path) if os.path.exists(self.path) else []
+        for n, row in enumerate(self.rows, start=2):  # line 1 is the header
+            if None in row or None in row.values() or not str(row.get("epoch", "")).isdigit():
+                raise ValueError(f"history {self.path} is corrupt or half-written (line {n}; "
+                                 "an older version appended to it in place); move it away "
+                                 "or use a new workdir")
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}

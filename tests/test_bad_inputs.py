@@ -303,6 +303,21 @@ def test_corrupt_config_json_in_workdir_is_a_clear_error(tmp_path):
     assert snapshot(workdir) == before
 
 
+def test_half_written_history_from_an_older_version_is_named(tmp_path):
+    # Versions before the atomic HistoryCSV appended rows in place: a kill could cut the
+    # last row short. Resuming must name the file, not train on a broken history.
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    cfg = configs.complete(quick())
+    (workdir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (workdir / "history.csv").write_text("epoch,accuracy,loss\n1,0.5,1.2\n2,0.6")
+    with pytest.raises(ValueError, match=r"history .*history.csv is corrupt or half-written "
+                                         r"\(line 3"):
+        train.run(cfg, str(workdir))
+    assert (workdir / "history.csv").read_text().endswith("2,0.6")  # left as it was
+    assert not (workdir / "summary.json").exists()
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("finished") / "w"
