@@ -32,10 +32,18 @@ CLASS_COLORS = {"too_low": "tab:blue", "low": "tab:blue", "slow": "tab:blue",
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    """matplotlib.pyplot, on the Agg backend (no display needed) unless one is already chosen.
+
+    A notebook (ipykernel's inline backend) or a script that imported pyplot first keeps
+    its backend, so figures still show inline.
+    """
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules \
+            and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
