@@ -17,11 +17,13 @@ uses real Fashion-MNIST (``/usr/share/datasets/fashion-mnist``).
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
+import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -29,6 +31,8 @@ import ml_collections
 from recipes import configs, data, io, train
 
 VERDICTS = ("confirmed", "not confirmed here", "depends")
+#: The per-epoch columns a variant keeps as its curves (``variant_record``, ``curves``).
+CURVE_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
 def base_config(quick: bool, *, arch: str = "mlp") -> ml_collections.ConfigDict:
@@ -118,6 +122,83 @@ def epochs_to(history: Mapping[str, Sequence[float]], key: str, target: float, *
     return None
 
 
+def finite(value: Any, default: float | None = None) -> float | None:
+    """``value`` as a JSON-safe float; NaN, inf or None (diverged, missing) give ``default``.
+
+    JSON has no NaN; a diverged run's numbers are written as null (or a caller's default,
+    e.g. 0.0 for an accuracy that enters a comparison).
+
+    Args:
+        value: a number (Python, NumPy or a numeric string) or None.
+        default: what a non-finite or missing value becomes.
+    """
+    v = float(value) if value is not None else math.nan
+    return v if math.isfinite(v) else default
+
+
+def finite_list(values: Iterable[Any]) -> list[float | None]:
+    """Per-epoch values as floats, NaN/inf/None (a diverged run) as None (JSON null)."""
+    return [finite(v) for v in values]
+
+
+def curves(history: Mapping[str, Sequence[float]],
+           keys: Sequence[str] = CURVE_KEYS) -> dict[str, list[float | None]]:
+    """The ``keys`` columns of a history (``train_variant``'s), JSON-safe; missing ones empty."""
+    return {k: finite_list(history.get(k, [])) for k in keys}
+
+
+def variant_record(run: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``train_variant`` run's final numbers, its curves and timing, JSON-safe.
+
+    Returns:
+        ``final_loss`` and ``final_train_accuracy`` (the last epoch's, None if it diverged),
+        ``best_loss`` (lowest finite training loss), ``train_accuracy``, ``val_accuracy``,
+        ``test_accuracy`` (the summary's, None if not finite), ``epochs``,
+        ``stopped_reason``, ``seconds`` and ``curves`` (``CURVE_KEYS`` per epoch).
+    """
+    c = curves(run["history"])
+    losses = [x for x in c["loss"] if x is not None]
+    return {"final_loss": c["loss"][-1] if c["loss"] else None,
+            "best_loss": min(losses) if losses else None,
+            "final_train_accuracy": c["accuracy"][-1] if c["accuracy"] else None,
+            "train_accuracy": finite(run.get("train_accuracy")),
+            "val_accuracy": finite(run.get("val_accuracy")),
+            "test_accuracy": finite(run.get("test_accuracy")),
+            "epochs": run.get("epochs"), "stopped_reason": run.get("stopped_reason"),
+            "seconds": run.get("seconds"), "curves": c}
+
+
+def noise_margin(accuracy: float, n: int) -> float:
+    """The standard error of the difference of two accuracies near ``accuracy`` on n examples.
+
+    sqrt(2 p (1 - p) / n) -- the binomial standard error of each accuracy, for two of them --
+    and at least one example (1 / n): differences smaller than this are within the noise of
+    one run.
+    """
+    p = min(max(float(accuracy), 0.0), 1.0)
+    n = max(int(n), 1)
+    return max(math.sqrt(2 * p * (1 - p) / n), 1.0 / n)
+
+
+def outcome(diffs: Sequence[float], margin: float) -> str:
+    """The verdict (one of ``VERDICTS``) on "A beats B" from measured differences A - B.
+
+    Rule: every difference > ``margin`` -> confirmed; at least one < -``margin`` and none
+    > ``margin`` -> not confirmed here; anything else (all within noise, mixed, or no
+    differences) -> depends.
+
+    Args:
+        diffs: one difference A - B per comparison.
+        margin: the noise level, e.g. ``noise_margin(...)``.
+    """
+    wins = [d > margin for d in diffs]
+    losses = [d < -margin for d in diffs]
+    if diffs and all(wins):
+        return "confirmed"
+    if any(losses) and not any(wins):
+        return "not confirmed here"
+    return "depends"
+
 def claim(claim_id: str, text: str, source: str, verdict: str, measured: str,
           why: str = "") -> dict[str, str]:
     """One lecture claim and what this run measured about it.
@@ -141,8 +222,21 @@ def command(module: str, quick: bool) -> str:
     return f"python -m recipes.experiments.{module} --workdir=DIR" + (" --quick" if quick else "")
 
 
+def machine() -> dict[str, Any]:
+    """Where and when the numbers were measured: CPU model, core count, UTC date."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu_model": model, "nproc": os.cpu_count(),
+            "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat()}
+
+
 def finish(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
-    """Writes ``results.json`` atomically into ``workdir`` and returns ``results``."""
+    """Adds ``machine`` (see :func:`machine`) and writes ``results.json`` atomically."""
+    results.setdefault("machine", machine())
     os.makedirs(workdir, exist_ok=True)
     io.write_json(os.path.join(workdir, "results.json"), results)
     return results
