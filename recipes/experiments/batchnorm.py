@@ -94,14 +94,9 @@ def run_experiment(workdir: str, *, quick: bool = False, epochs: int | None = No
         The results dict (also written to ``workdir/results.json``).
     """
     cfg, rcfg = mlp_config(quick), resnet_config(quick)
-    if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
-            raise ValueError(f"epochs must be an int >= 2, got {epochs!r}")
-        cfg.train.epochs = epochs
+    common.override(cfg, epochs=epochs, limit=limit, min_epochs=2)
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 100:
-            raise ValueError(f"limit must be an int >= 100 (training examples), got {limit!r}")
-        cfg.dataset.limit = rcfg.dataset.limit = limit
+        rcfg.dataset.limit = cfg.dataset.limit
     splits = common.load_splits(cfg)
     rsplits = splits if rcfg.dataset.limit == cfg.dataset.limit else common.load_splits(rcfg)
     variants: dict[str, dict[str, Any]] = {}

@@ -72,6 +72,23 @@ def base_config(quick: bool, *, arch: str = "mlp") -> ml_collections.ConfigDict:
     return c
 
 
+def override(cfg: ml_collections.ConfigDict, *, epochs: int | None = None,
+             limit: int | None = None, min_epochs: int = 3) -> None:
+    """Applies an experiment's ``epochs``/``limit`` options to ``cfg``, checking them.
+
+    Raises:
+        ValueError: ``epochs`` not an int >= ``min_epochs`` or ``limit`` not an int >= 100.
+    """
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
+            raise ValueError(f"epochs must be an int >= {min_epochs}, got {epochs!r}")
+        cfg.train.epochs = epochs
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 100:
+            raise ValueError(f"limit must be an int >= 100 (training examples), got {limit!r}")
+        cfg.dataset.limit = limit
+
+
 def load_splits(cfg: ml_collections.ConfigDict) -> data.Splits:
     """Loads ``cfg.dataset`` once so every variant trains on the same arrays."""
     return data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,

@@ -71,14 +71,7 @@ def run_experiment(workdir: str, *, quick: bool = False, epochs: int | None = No
         The results dict (also written to ``workdir/results.json``).
     """
     cfg = config(quick)
-    if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 3:
-            raise ValueError(f"epochs must be an int >= 3, got {epochs!r}")
-        cfg.train.epochs = epochs
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 100:
-            raise ValueError(f"limit must be an int >= 100 (training examples), got {limit!r}")
-        cfg.dataset.limit = limit
+    common.override(cfg, epochs=epochs, limit=limit, min_epochs=3)
     splits = common.load_splits(cfg)
     n_epochs = cfg.train.epochs
     variants: dict[str, dict[str, Any]] = {}
