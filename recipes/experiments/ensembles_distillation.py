@@ -85,7 +85,9 @@ def _train_or_reuse(cfg: ml_collections.ConfigDict, run_dir: str,
     """``train.run`` unless ``run_dir`` already holds a finished run of this very config."""
     done = os.path.join(run_dir, "summary.json")
     if os.path.exists(done) and os.path.exists(os.path.join(run_dir, "config.json")):
-        old = io.read_json(os.path.join(run_dir, "config.json"), what="config")
+        # Fields added since that run was saved take their defaults (configs.complete).
+        old = configs.complete(io.read_json(os.path.join(run_dir, "config.json"),
+                                            what="config")).to_dict()
         ignored = (("train", "verbose"),)
         if train._comparable(old, ignored) == train._comparable(configs.complete(cfg).to_dict(),
                                                                  ignored):
@@ -94,7 +96,7 @@ def _train_or_reuse(cfg: ml_collections.ConfigDict, run_dir: str,
 
 
 def run_experiment(workdir: str, *, quick: bool = False, members: int = 3,
-                   temperature: float = 4.0, alpha: float = 0.1) -> dict[str, Any]:
+                   temperature: float = 4.0, alpha: float = 0.5) -> dict[str, Any]:
     """Trains the members and students; returns every accuracy measured."""
     cfg = member_config(quick)
     splits = data.load(cfg.dataset.name, limit=cfg.dataset.limit)
