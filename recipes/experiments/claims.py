@@ -164,14 +164,18 @@ def ensembles_distillation_claims(results: Mapping[str, Any]) -> list[dict[str, 
     if scratch is not None and distilled.get("test_accuracy") is not None:
         gain = 100 * (distilled["test_accuracy"] - scratch)
         ok = gain > 0
+        teacher = results.get("teacher", {}).get("test_accuracy")
+        source = "teacher" if teacher is not None else "ensemble"
+        teacher = teacher if teacher is not None else ens.get("test_accuracy")
         out.append(_claim(
-            "distillation_beats_scratch", "a small student distilled from the ensemble beats "
+            "distillation_beats_scratch", f"a small student distilled from the {source} beats "
             "the same student trained from scratch", "Hinton, Vinyals & Dean 2015",
             "confirmed" if ok else "not confirmed here",
-            f"distilled {100 * distilled['test_accuracy']:.2f} % vs scratch "
+            (f"{source} {100 * teacher:.2f} %, " if teacher is not None else "")
+            + f"distilled {100 * distilled['test_accuracy']:.2f} % vs scratch "
             f"{100 * scratch:.2f} % ({gain:+.2f} points; T={distilled.get('temperature')}, "
             f"alpha={distilled.get('alpha')})",
-            "" if ok else _distill_why(ens.get("test_accuracy"), scratch)))
+            "" if ok else _distill_why(teacher, scratch)))
     return out
 
 

@@ -7,7 +7,8 @@ and knowledge distillation (Hinton, Vinyals & Dean 2015):
 1. ``members`` convnets from independent seeds, trained with random crops and flips;
 2. each one's test accuracy on the center crop and with ``ten_crop`` averaging;
 3. the ensemble of the members (mean softmax), with and without ten-crop;
-4. distillation: a teacher (the ``fashion_fast`` recipe, a 105k-parameter BN convnet) and a
+4. distillation: a teacher (the ``fashion_fast`` recipe without label smoothing, a
+   105k-parameter BN convnet) and a
    student with half its widths and one stage fewer (16-32, ~4x fewer multiply-adds),
    trained from scratch vs distilled from the teacher (temperature T, weight alpha on the
    hard labels), on the same augmented batches and schedule.
@@ -67,16 +68,28 @@ def member_config(quick: bool) -> ml_collections.ConfigDict:
 
 
 def teacher_config(quick: bool) -> ml_collections.ConfigDict:
-    """The distillation teacher: the ``fashion_fast`` recipe (its quick form on digits)."""
+    """The distillation teacher: ``fashion_fast`` (quick: on digits) without label smoothing.
+
+    Label smoothing erases what a teacher's logits say about the wrong classes, which is
+    what distillation transfers (Müller, Kornblith & Hinton 2019, "When does label smoothing
+    help?"). Measured here: the ``fashion_fast`` model itself (label smoothing 0.1, test
+    0.9217) distilled into the 16-32 student at T=4, alpha=0.5 gave 0.8934, below the
+    student from scratch (0.8971).
+    """
     c = configs.get("fashion_fast:quick" if quick else "fashion_fast")
+    c.loss.label_smoothing = 0.0
     c.train.verbose = 0
     return c
 
 
 def student_config(quick: bool) -> ml_collections.ConfigDict:
-    """The student: the teacher's recipe with half the widths and one stage fewer."""
-    c = teacher_config(quick)
+    """The student: ``fashion_fast`` with half the widths and one stage fewer.
+
+    Label smoothing is kept: the from-scratch baseline gets the recipe's best practice.
+    """
+    c = configs.get("fashion_fast:quick" if quick else "fashion_fast")
     c.model.widths = (4, 8) if quick else (16, 32)
+    c.train.verbose = 0
     return c
 
 
