@@ -359,3 +359,23 @@ def test_recycle_every_must_not_be_negative(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "tuning.search: error: --recycle_every must be >= 0 (0 = never), got -1"]
+
+
+@pytest.mark.slow  # two 8-trial searches
+def test_recycled_coarse_to_fine_decides_as_an_unrecycled_one(tmp_path):
+    # Re-executing mid-stage and between stages changes nothing the search decides.
+    args = ["--config=digits_mlp:quick", "--stages=4x1,4x1", "--keep_top=2",
+            "--space=optimizer.learning_rate=log:1e-4:1e-1,model.l2=log:1e-6:1e-2"]
+    out = {}
+    for every in (0, 3):
+        workdir = tmp_path / f"r{every}"
+        proc = run_cli(*args, f"--workdir={workdir}", f"--recycle_every={every}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        restarts = proc.stdout.count("restarting the process")
+        assert restarts >= 2 if every else restarts == 0
+        rows = [{k: v for k, v in r.items() if k != "seconds"}
+                for r in io.read_csv(str(workdir / "trials.csv"))]
+        result = json.loads((workdir / "result.json").read_text())
+        out[every] = (rows, result["best"]["values"], [s["space"] for s in result["stages"]])
+    assert len(out[0][0]) == 8
+    assert out[0] == out[3]
