@@ -387,6 +387,9 @@ class _Hooked:
     @kt.synchronized
     def end_trial(self, trial):
         super().end_trial(trial)
+        # KerasTuner saves its state *before* it drops the trial from ``ongoing_trials``, so a
+        # process stopped here would re-run this finished trial on resume; save again.
+        self.save()
         if self.on_end is not None:
             self.on_end(self, trial)
 
