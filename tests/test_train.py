@@ -251,3 +251,15 @@ def test_same_seed_gives_identical_history_with_op_determinism_on(tmp_path):
     assert open(tmp_path / "c" / "history.csv").read() != runs[0]  # the seed matters
     train.prepare(quick(**{"train.deterministic": False}))
     assert not tf_config.is_op_determinism_enabled()  # a later run may switch it off
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("false", False), ("True", True),
+                                             (False, False), (True, True)])
+def test_jit_compile_accepts_the_cli_spellings(value, expected):
+    # The field is a string so --config.train.jit_compile=false can set it from the CLI.
+    assert train._jit(value) is expected or train._jit(value) == expected
+
+
+def test_jit_compile_rejects_other_values():
+    with pytest.raises(ValueError, match="train.jit_compile must be auto, true or false"):
+        train._jit("sometimes")
