@@ -918,7 +918,7 @@ def search_step(config: Any, *, splits: data.Splits | None = None, workdir: str,
 # -- command line ----------------------------------------------------------------------------
 
 #: Set by the CLI only: re-execute the command after this many finished trials (0 = never).
-_RECYCLE: dict[str, Any] = {"every": 0, "argv": None, "verbose": True}
+_RECYCLE: dict[str, Any] = {"every": 0, "argv": None, "verbose": True, "cli_argv": []}
 
 
 def _reexec(trials: int) -> None:
@@ -981,13 +981,16 @@ def _cli(cfg: ml_collections.ConfigDict, flags: Any) -> None:
         raise ValueError(f"--recycle_every must be >= 0 (0 = never), got {flags.recycle_every}")
     # After a restart the search must resume, not start over: drop --overwrite.
     _RECYCLE.update(every=flags.recycle_every, verbose=bool(verbose),
-                    argv=[a for a in sys.argv[1:] if not a.startswith("--overwrite")])
-    coarse_to_fine(cfg, flags.space or s.space, stages,
-                   keep_top=flags.keep_top if flags.keep_top is not None else int(s.keep_top),
-                   workdir=flags.workdir, strategy=flags.strategy or s.strategy,
-                   seed=flags.seed if flags.seed is not None else int(s.seed),
-                   role=flags.role, oracle=flags.oracle, tuner_id=flags.tuner_id,
-                   verbose=verbose, overwrite=flags.overwrite)
+                    argv=[a for a in _RECYCLE["cli_argv"][1:] if not a.startswith("--overwrite")])
+    try:
+        coarse_to_fine(cfg, flags.space or s.space, stages,
+                       keep_top=flags.keep_top if flags.keep_top is not None else int(s.keep_top),
+                       workdir=flags.workdir, strategy=flags.strategy or s.strategy,
+                       seed=flags.seed if flags.seed is not None else int(s.seed),
+                       role=flags.role, oracle=flags.oracle, tuner_id=flags.tuner_id,
+                       verbose=verbose, overwrite=flags.overwrite)
+    finally:  # in-process callers (tests, notebooks) never re-exec later
+        _RECYCLE.update(every=0, argv=None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -995,7 +998,9 @@ def main(argv: list[str] | None = None) -> None:
     from recipes import cli
 
     _define_flags()
-    cli.main_for(_cli, argv if argv is not None else sys.argv, prog="tuning.search")
+    argv = list(argv if argv is not None else sys.argv)
+    _RECYCLE["cli_argv"] = argv  # what a recycled process re-executes
+    cli.main_for(_cli, argv, prog="tuning.search")
 
 
 class _CallableModule(types.ModuleType):
