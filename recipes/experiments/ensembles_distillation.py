@@ -90,8 +90,9 @@ def student_config(quick: bool) -> ml_collections.ConfigDict:
     c = configs.get("fashion_fast:quick" if quick else "fashion_fast")
     c.model.widths = (4, 8) if quick else (16, 32)
     # A "patient" schedule, twice the teacher's (Beyer et al. 2022, "Knowledge distillation:
-    # A good teacher is patient and consistent"): at 12 epochs the student distilled from
-    # this teacher (T=4, alpha=0.5) ended at 0.8959 vs 0.8971 from scratch.
+    # A good teacher is patient and consistent"). Measured on Fashion-MNIST, teacher 0.9222,
+    # T=4, alpha=0.5: 12 epochs, distilled 0.8959 vs scratch 0.8971; 24 epochs, distilled
+    # 0.9031 vs scratch 0.9061 (the scratch student keeps the recipe's label smoothing).
     c.train.epochs = 2 * c.train.epochs
     c.train.verbose = 0
     return c
