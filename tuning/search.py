@@ -384,6 +384,16 @@ class _Hooked:
         io.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
                       trial.get_state())
 
+    def reload(self):
+        # KerasTuner retries the trials its saved state lists as ongoing. A stop between
+        # ``create_trial``'s two saves (the trial's file, then the oracle's) leaves a trial
+        # RUNNING on disk but in no list: retry it too, or it is lost.
+        super().reload()
+        for trial_id, trial in self.trials.items():
+            if trial.status == kt.engine.trial.TrialStatus.RUNNING and \
+                    trial_id not in self._retry_queue:
+                self._retry_queue.append(trial_id)
+
     @kt.synchronized
     def end_trial(self, trial):
         super().end_trial(trial)
