@@ -49,7 +49,12 @@ def search_rss(trials: int, recycle_every: int, workdir: str) -> dict[int, float
     for line in proc.stdout:
         m = LINE.search(line)
         if m:
-            rss[int(m.group(1))] = round(rss_mb(proc.pid), 1)
+            try:
+                mb = rss_mb(proc.pid)
+            except (OSError, StopIteration):
+                mb = 0.0
+            if mb > 0:  # 0 (or no VmRSS line): the process is between exec's, not measurable
+                rss[int(m.group(1))] = round(mb, 1)
     if proc.wait() != 0:
         raise RuntimeError(f"search exited with {proc.returncode}: {' '.join(cmd)}")
     return rss
@@ -66,6 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     trials, every = (30, 10) if args.quick else (args.trials, args.recycle_every)
     early = min(10, trials)
+
+    def at(rss: dict[int, float], trial: int) -> float:  # the last sample at or before trial
+        return rss[max(k for k in rss if k <= trial)]
+
     from recipes import io
 
     out: dict = {"command": " ".join(["python", "benchmarks/search_memory.py", *sys.argv[1:]]),
@@ -75,12 +84,13 @@ def main() -> None:
         for name, recycle in (("no_recycling", 0), (f"recycle_every_{every}", every)):
             rss = search_rss(trials, recycle, os.path.join(tmp, name))
             out["runs"][name] = {"recycle_every": recycle, "rss_mb": rss,
-                                 f"rss_at_trial_{early}": rss[early],
-                                 f"rss_at_trial_{trials}": rss[trials],
-                                 "growth_mb": round(rss[trials] - rss[early], 1),
+                                 f"rss_at_trial_{early}": at(rss, early),
+                                 f"rss_at_trial_{trials}": at(rss, trials),
+                                 "growth_mb": round(at(rss, trials) - at(rss, early), 1),
                                  "peak_mb": max(rss.values())}
-            print(f"{name}: RSS {rss[early]:.0f} MiB at trial {early}, {rss[trials]:.0f} MiB "
-                  f"at trial {trials} (growth {rss[trials] - rss[early]:+.0f} MiB, peak "
+            print(f"{name}: RSS {at(rss, early):.0f} MiB at trial {early}, "
+                  f"{at(rss, trials):.0f} MiB at trial {trials} (growth "
+                  f"{at(rss, trials) - at(rss, early):+.0f} MiB, peak "
                   f"{max(rss.values()):.0f})", flush=True)
     io.write_json(args.out, out)
     print(f"wrote {args.out}")

@@ -344,9 +344,10 @@ def test_cli_recycles_its_process_so_memory_stays_flat(tmp_path):
         sys.path.pop(0)
     workdir = str(tmp_path / "s")
     rss = search_memory.search_rss(30, 10, workdir)
-    assert sorted(rss) == list(range(1, 31))
-    assert rss[30] - rss[10] < 60, rss
-    assert rss[11] < rss[10] - 5 and rss[21] < rss[20] - 5, rss  # each restart frees memory
+    # A sample taken while the process re-executes (trials 10 and 20) may be missing.
+    assert set(range(1, 31)) - set(rss) <= {10, 20}, rss
+    assert rss[30] - rss[9] < 60, rss
+    assert rss[11] < rss[9] - 20 and rss[21] < rss[19] - 20, rss  # each restart frees memory
     rows = io.read_csv(os.path.join(workdir, "trials.csv"))
     assert sorted(int(r["trial"]) for r in rows) == list(range(30))
     assert all(r["status"] == "completed" for r in rows)
