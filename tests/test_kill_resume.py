@@ -50,6 +50,18 @@ def finish(workdir, log_path):
         assert proc.wait(timeout=300) == 0, open(log_path).read()[-3000:]
 
 
+def kill_when(proc, ready, delay):
+    """SIGKILLs ``proc`` ``delay`` s after ``ready()`` holds; 1 if it was still running."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return 0
+    proc.send_signal(signal.SIGKILL)
+    return 1
+
+
 def rows_of(workdir):
     path = os.path.join(workdir, "history.csv")
     return io.read_csv(path) if os.path.exists(path) else []
@@ -108,14 +120,7 @@ def test_train_survives_random_sigkills_bit_for_bit(reference, tmp_path):
         attempts += 1
         with open(log_path, "w") as log:
             proc = start(workdir, log)
-            deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None and \
-                    len(rows_of(workdir)) < rows_needed:
-                time.sleep(0.02)
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
+            kills += kill_when(proc, lambda n=rows_needed: len(rows_of(workdir)) >= n, delay)
             proc.wait(timeout=60)
         per_attempt.append(EPOCH_LINE.findall(open(log_path).read()))
         epochs_run += len(per_attempt[-1])
@@ -180,6 +185,13 @@ def trials_started(workdir):
     return sum(1 for d in os.listdir(stage) if d.startswith("trial_"))
 
 
+def all_trials_written(workdir, log_path):
+    """Every trial has its line and its trials.csv row: the search is writing its results."""
+    path = os.path.join(workdir, "trials.csv")
+    return bool(TRIAL_LINE.findall(open(log_path).read())) and os.path.exists(path) \
+        and len(io.read_csv(path)) >= TRIALS
+
+
 def search_result(workdir):
     """What a search decides: every trial's values and scores, the best config; no timings."""
     rows = [{k: v for k, v in r.items() if k not in SEARCH_TIMINGS}
@@ -219,17 +231,8 @@ def test_search_survives_random_sigkills(search_reference, tmp_path):
         attempts += 1
         with open(log_path, "w") as log:
             proc = start_search(workdir, log)
-            deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None and (
-                    trials_started(workdir) < trials_needed if trials_needed <= TRIALS
-                    else len(TRIAL_LINE.findall(open(log_path).read())) == 0
-                    or not os.path.exists(os.path.join(workdir, "trials.csv"))
-                    or len(io.read_csv(os.path.join(workdir, "trials.csv"))) < TRIALS):
-                time.sleep(0.02)
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
+            kills += kill_when(proc, lambda n=trials_needed: all_trials_written(workdir, log_path)
+                               if n > TRIALS else trials_started(workdir) >= n, delay)
             proc.wait(timeout=60)
         trial_lines += len(TRIAL_LINE.findall(open(log_path).read()))
     if not os.path.exists(done):
