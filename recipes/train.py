@@ -259,13 +259,19 @@ def _save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> 
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` whose backup a SIGKILL cannot corrupt.
+    """``BackupAndRestore`` whose backup a SIGKILL cannot corrupt, and that keeps workers in step.
 
     Keras writes ``latest.weights.h5`` in place and then the epoch in a second file: a kill
     mid-write leaves an unreadable HDF5 file (every rerun then crashes), and a kill between
     the two leaves weights and epoch out of step. Here each epoch's weights go atomically to
-    their own file, then ``training_metadata.json`` (atomically) names it; older weights
-    are deleted only after that.
+    their own file, then ``training_metadata.json`` (atomically) names it and the epoch
+    before; weights older than those two are deleted only after that.
+
+    Under ``MultiWorkerMirroredStrategy`` each worker backs up into its own directory, and a
+    kill can land after one worker has saved epoch k and before another has: restarted as
+    they are, they would run different epochs and break each other's collectives. On
+    restore the workers gather their latest epochs and all resume from the oldest (one
+    worker can be at most one epoch ahead, since every step is a collective).
     """
 
     def _save_model(self):
@@ -273,24 +279,58 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         name = f"epoch{self._current_epoch:05d}.weights.h5"
         with io.atomic_path(os.path.join(self.backup_dir, name), suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
+        old = self._metadata()
+        if not old:
+            previous = None
+        elif old["weights"] == name:  # epoch re-run after a restore from the one before
+            previous = old.get("previous")
+        else:
+            previous = {"epoch": old["epoch"], "weights": old["weights"]}
         io.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
                                                      "batch": self._last_batch_seen,
-                                                     "weights": name})
-        for old in os.listdir(self.backup_dir):
-            if old.endswith(".weights.h5") and old != name and not old.startswith("."):
-                os.remove(os.path.join(self.backup_dir, old))
+                                                     "weights": name, "previous": previous})
+        keep = {name, previous["weights"] if previous else name}
+        for f in os.listdir(self.backup_dir):
+            if f.endswith(".weights.h5") and f not in keep and not f.startswith("."):
+                os.remove(os.path.join(self.backup_dir, f))
 
-    def _load_model(self):
+    def _metadata(self) -> dict[str, Any] | None:
         if not os.path.exists(self._training_metadata_path):
-            return
+            return None
         meta = io.read_json(self._training_metadata_path, what="backup")
         if "weights" not in meta:
             raise ValueError(f"{self.backup_dir} is an older backup format; move it away "
                              "(training restarts from epoch 1)")
+        return meta
+
+    def _load_model(self):
+        meta = self._metadata()
+        saved = {0: None}  # epoch -> weights file; epoch 0 is the initial weights
+        if meta:
+            saved[meta["epoch"]] = meta["weights"]
+            if meta.get("previous"):
+                saved[meta["previous"]["epoch"]] = meta["previous"]["weights"]
+        epoch = max(saved)
+        strategy = self.model.distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            epoch = _oldest_epoch_of_all_workers(strategy, epoch)
+            if epoch not in saved:
+                raise ValueError(f"{self.backup_dir} holds epochs {sorted(saved)}, but another "
+                                 f"worker's backup is at epoch {epoch}; move every worker's "
+                                 "backup directory away (training restarts from epoch 1)")
+        if saved[epoch] is None:
+            return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, meta["weights"]))
-        self.model._initial_epoch = meta["epoch"]
+        self.model.load_weights(os.path.join(self.backup_dir, saved[epoch]))
+        self.model._initial_epoch = epoch
+
+
+def _oldest_epoch_of_all_workers(strategy: tf.distribute.Strategy, epoch: int) -> int:
+    """The smallest of every worker's ``epoch`` (a collective: all workers must call it)."""
+    mine = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([epoch], tf.int64))
+    return int(tf.reduce_min(strategy.gather(mine, axis=0)).numpy())
 
 
 class _RecordsWriter(keras.callbacks.Callback):

@@ -157,6 +157,31 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert resumed[key] == full[key], key
 
 
+def test_backup_keeps_the_epoch_before_its_latest(tmp_path):
+    # A multi-worker resume may have to go one epoch back (see test_multi_worker.py), so the
+    # backup holds its latest two epochs, and still two when the latest is re-run.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = train.AtomicBackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    backup.set_model(model)
+
+    def save(epoch):
+        backup._current_epoch = epoch
+        backup._save_model()
+        meta = json.load(open(tmp_path / "backup" / "training_metadata.json"))
+        return meta, sorted(f for f in os.listdir(tmp_path / "backup") if f.endswith(".h5"))
+
+    meta, files = save(1)
+    assert meta["previous"] is None and files == ["epoch00001.weights.h5"]
+    save(2)
+    meta, files = save(3)
+    assert meta["epoch"] == 3 and meta["previous"]["epoch"] == 2
+    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
+    meta, files = save(3)  # epoch 3 re-run after a restore from epoch 2
+    assert meta["previous"]["epoch"] == 2
+    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
+
+
 def test_crop_averaging_best_checkpoint_and_summary(tmp_path):
     workdir = tmp_path / "w"
     cfg = quick(**{"evaluate.tta": "ten_crop", "evaluate.tta_every": 2, "train.epochs": 4})
