@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -70,6 +72,22 @@ def test_saved_model_reloads_in_safe_mode_and_predicts_identically(digits_run):
     ds = pipeline.make(splits.test.x, splits.test.y, cfg, training=False, num_classes=10,
                        preprocessor=pre)
     np.testing.assert_allclose(model.predict(ds, verbose=0), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_model_loads_after_importing_recipes_alone(tmp_path):
+    # A notebook that only does ``import recipes`` must load any run's model.keras: the
+    # warmup schedule, the SVM loss and the builders' initializers are babysit classes.
+    cfg = quick(**{"schedule.warmup_epochs": 1.0, "loss.name": "svm", "model.init": "lecun"})
+    train.run(cfg, str(tmp_path / "run"))
+    code = ("import sys, keras, recipes\n"
+            "m = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+            "print(type(m.optimizer.learning_rate).__name__, type(m.loss).__name__)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "model.keras")],
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "MulticlassHinge" in out.stdout
 
 
 def test_finished_run_is_not_overwritten(digits_run):
