@@ -236,6 +236,10 @@ def summarize_ratios(samples: Sequence[Mapping[str, float]]) -> tuple[float, flo
     return float(medians.min()), float(np.median(medians)), float(medians.max())
 
 
+ANNEALED = 0.1
+"""Below this fraction of its peak the learning rate counts as annealed by its schedule."""
+
+
 def ratio_warning(median: float, low: float = RATIO_LOW, high: float = RATIO_HIGH) -> str | None:
     """The lecture's rule of thumb: ‖Δw‖/‖w‖ should be about 1e-3.
 
@@ -293,6 +297,9 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
     median leaves ``[low, high]``, from epoch ``settle + 1`` on: in the first epoch Adam's
     first update is ±lr for every weight (ratio ~2e-2 for a He-initialized 784-256 layer at
     lr 1e-3) and zero-initialized biases start from 0, so it would warn about nothing.
+    Nor does it call the rate "too low" while the schedule has annealed it below
+    ``ANNEALED`` x its peak so far (the end of a cosine or step schedule): small updates are
+    then the schedule's intent, not a mistake. "Too high" is always reported.
 
     Args:
         every: steps between samples (the first at step 0).
@@ -315,6 +322,7 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.records, self.warning = [], ""
+        self._peak_lr = 0.0
         self._next = 0  # next global step to sample
         self._pending: tuple[int, list[np.ndarray]] | None = None  # (step, weights before)
         self._epoch_samples: list[dict[str, float]] = []
@@ -359,12 +367,36 @@ class UpdateRatioMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs.update(update_ratio_min=lo, update_ratio_median=med, update_ratio_max=hi)
         message = ratio_warning(med, self.low, self.high) if epoch >= self.settle else None
+        lr, peak = self._learning_rates()
+        if message and med < self.low and lr is not None and lr < ANNEALED * peak:
+            message = None  # annealed on purpose
         if message and not self.warning:
             self.warning = f"epoch {epoch + 1}: {message}"
             logger.warning("UpdateRatioMonitor: %s", self.warning)
 
     def on_train_end(self, logs=None):
         self._pending = None
+
+    def _learning_rates(self) -> tuple[float | None, float]:
+        """The rate of the last step and the highest so far.
+
+        On a run's first call (a resumed run's too) a schedule's peak over the steps already
+        taken is sampled at 64 points, so a run resumed after the peak still knows it.
+        """
+        from recipes.callbacks import _inner, learning_rate_used  # callbacks imports this module
+
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            return None, self._peak_lr
+        lr = learning_rate_used(opt)
+        schedule = getattr(_inner(opt), "_learning_rate", None)
+        if not self._peak_lr and isinstance(schedule,
+                                            keras.optimizers.schedules.LearningRateSchedule):
+            last = max(int(keras.ops.convert_to_numpy(opt.iterations)) - 1, 0)
+            self._peak_lr = max(float(keras.ops.convert_to_numpy(schedule(int(t))))
+                                for t in np.linspace(0, last, 64))
+        self._peak_lr = max(self._peak_lr, lr)
+        return lr, self._peak_lr
 
 
 # -- activations on a fixed probe batch ------------------------------------------------------

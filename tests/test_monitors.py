@@ -200,6 +200,26 @@ def test_update_ratio_sampling_schedule_and_single_warning(caplog):
     assert monitors.ratio_warning(1e-3) is None and "too low" in monitors.ratio_warning(1e-5)
 
 
+def test_update_ratio_not_too_low_while_the_schedule_anneals(caplog):
+    # The end of a decaying schedule makes tiny updates on purpose: no "too low" warning
+    # (it was raised at every cosine run's last epochs); the same tiny rate held from the
+    # start is still called too low.
+    x, y = _data(80)  # 5 steps per epoch
+    annealed = keras.optimizers.schedules.PiecewiseConstantDecay([10], [1e-3, 1e-8])
+    runs = {}
+    for name, lr in (("annealed", annealed), ("constant", 1e-8)):
+        keras.utils.set_random_seed(0)
+        model = _mlp(bias=0.1, optimizer=keras.optimizers.SGD(lr))
+        mon = monitors.UpdateRatioMonitor(every=1)
+        hist = model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[mon])
+        runs[name] = (mon.warning, hist.history["update_ratio_median"])
+    warning, medians = runs["annealed"]
+    assert medians[1] > 1e-4 > medians[3]  # healthy at the peak, "too low" by the numbers
+    assert warning == "", (warning, medians)
+    warning, medians = runs["constant"]
+    assert max(medians) < 1e-4 and warning.startswith("epoch 2:") and "too low" in warning
+
+
 # -- ActivationMonitor -------------------------------------------------------------------------
 
 def test_activation_monitor_dead_relu_and_tensorboard(tmp_path):
