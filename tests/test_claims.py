@@ -130,6 +130,22 @@ def test_ensembles_distillation_verdicts_follow_the_numbers():
     assert got["ten_crop_gain"]["verdict"] == "depends"
     assert got["distillation_beats_scratch"]["verdict"] == "not confirmed here"
     assert all(got[k]["why"] for k in got)
+    two = ens_results([(0.80, 0.81)], 0.81, 0.82, 0.922, 0.923)
+    two["teacher"] = {"test_accuracy": 0.924, "runs": ["fashion_fast_no_ls", "fashion_fast"]}
+    two["student_scratch"]["runs"] = [{"run": "fashion_fast_no_ls", "test_accuracy": 0.922},
+                                      {"run": "fashion_fast", "test_accuracy": 0.921}]
+    got = {c["id"]: c for c in claims.ensembles_distillation_claims(two)}
+    got = got["distillation_beats_scratch"]
+    assert got["verdict"] == "confirmed"
+    assert "from the ensemble of 2 fashion_fast runs" in got["claim"]
+    assert "vs scratch 92.20 % / 92.10 % (+0.10 points over the best" in got["measured"]
+    assert "validation" not in got["measured"]  # none reported
+    two["student_distilled"]["val_accuracy"] = 0.93
+    for run, val in zip(two["student_scratch"]["runs"], (0.928, 0.929)):
+        run["val_accuracy"] = val
+    got = {c["id"]: c for c in claims.ensembles_distillation_claims(two)}
+    assert got["distillation_beats_scratch"]["measured"].endswith(
+        "; validation: distilled 93.00 % vs 92.80 % / 92.90 %")
     worse = ens_results([(0.80, 0.79)], 0.80, 0.79, 0.75, 0.76)
     got = {c["id"]: c for c in claims.ensembles_distillation_claims(worse)}
     assert got["ten_crop_gain"]["verdict"] == "not confirmed here"

@@ -15,7 +15,15 @@ def test_ensembles_distillation_quick_writes_every_number(tmp_path):
     assert 0 < r["teacher"]["test_accuracy"] <= 1
     assert 0 < r["student_scratch"]["test_accuracy"] <= 1
     assert 0 < r["student_distilled"]["test_accuracy"] <= 1
-    assert r["student_scratch"]["parameters"] < r["teacher"]["parameters"]
+    # the student is the teachers' network: the same size as each, half their ensemble
+    runs = r["student_scratch"]["runs"]
+    assert [x["run"] for x in runs] == r["teacher"]["runs"] == ["fashion_fast_no_ls",
+                                                                  "fashion_fast"]
+    assert [x["label_smoothing"] for x in runs] == [0.0, 0.1]
+    assert r["student_scratch"]["test_accuracy"] == max(x["test_accuracy"] for x in runs)
+    assert r["student_distilled"]["parameters"] == runs[0]["parameters"] == runs[1]["parameters"]
+    assert r["teacher"]["parameters"] == 2 * r["student_distilled"]["parameters"]
+    assert 0 < r["student_distilled"]["val_accuracy"] <= 1
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["ensemble"] == r["ensemble"]
     assert on_disk["student_distilled"] == r["student_distilled"]

@@ -164,19 +164,33 @@ def ensembles_distillation_claims(results: Mapping[str, Any]) -> list[dict[str, 
     if scratch is not None and distilled.get("test_accuracy") is not None:
         gain = 100 * (distilled["test_accuracy"] - scratch)
         ok = gain > 0
-        teacher = results.get("teacher", {}).get("test_accuracy")
-        source = "teacher" if teacher is not None else "ensemble"
+        t = results.get("teacher", {})
+        teacher = t.get("test_accuracy")
+        source = (f"the ensemble of {len(t['runs'])} {t['runs'][-1]} runs" if t.get("runs")
+                  else "the teacher" if teacher is not None else "the ensemble")
         teacher = teacher if teacher is not None else ens.get("test_accuracy")
+        runs = results.get("student_scratch", {}).get("runs") or []
         out.append(_claim(
-            "distillation_beats_scratch", f"a small student distilled from the {source} beats "
-            "the same student trained from scratch", "Hinton, Vinyals & Dean 2015",
+            "distillation_beats_scratch", f"a student distilled from {source} beats the same "
+            "network trained from scratch", "Hinton, Vinyals & Dean 2015",
             "confirmed" if ok else "not confirmed here",
-            (f"{source} {100 * teacher:.2f} %, " if teacher is not None else "")
+            (f"teacher {100 * teacher:.2f} %, " if teacher is not None else "")
             + f"distilled {100 * distilled['test_accuracy']:.2f} % vs scratch "
-            f"{100 * scratch:.2f} % ({gain:+.2f} points; T={distilled.get('temperature')}, "
-            f"alpha={distilled.get('alpha')})",
+            + (" / ".join(f"{100 * r['test_accuracy']:.2f} %" for r in runs) if runs
+               else f"{100 * scratch:.2f} %")
+            + f" ({gain:+.2f} points over the best; T={distilled.get('temperature')}, "
+            f"alpha={distilled.get('alpha')})" + _val_note(distilled, runs),
             "" if ok else _distill_why(teacher, scratch)))
     return out
+
+
+def _val_note(distilled: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
+    """The same comparison on the validation split, when both sides report it."""
+    scratch = [r["val_accuracy"] for r in runs if r.get("val_accuracy") is not None]
+    if distilled.get("val_accuracy") is None or not scratch:
+        return ""
+    return (f"; validation: distilled {100 * distilled['val_accuracy']:.2f} % vs "
+            + " / ".join(f"{100 * v:.2f} %" for v in scratch))
 
 
 def _noise_note(gains: Sequence[float], accuracies: Sequence[float]) -> str:
