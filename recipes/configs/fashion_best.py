@@ -12,10 +12,12 @@ Model: widths (32, 64, 128), two units per stage, 2x2 max pooling after each sta
 multiply-adds per 26x26 crop (3.2x ``fashion_fast``).
 
 Command: ``python -m recipes.train --config=fashion_best --workdir=/tmp/fashion_best``
-Measured (``python benchmarks/fashion_race.py``, 2 idle CPU cores, 2026-11-22): 58-83 s
-per epoch, 1419 s (23.7 min) for the 20 epochs and the ten-crop evaluation; test accuracy
-0.9386 on the center crop, 0.9423 with ten crops (target >= 0.939 within 45 minutes).
-The center-crop curve passes 0.925 at 575 s and 0.934 at 1028 s.
+Runtime: measured by ``python benchmarks/fashion_race.py`` on 2 idle CPU cores
+(2026-11-22): 58-83 s per epoch, 1419 s (23.7 min) for the 20 epochs and the ten-crop
+evaluation.
+Expected: test accuracy 0.9386 on the center crop, 0.9423 with ten crops (measured there;
+target >= 0.939 within 45 minutes). The center-crop curve passes 0.925 at 575 s and 0.934
+at 1028 s.
 ``fashion_best:quick`` trains 2 epochs of a (8, 16) net on 600 digits (7x7 crops) for tests.
 """
 

@@ -12,10 +12,11 @@ widths (32, 64) but keeps 3x3 spatial features for the classifier.
 
 Command: ``python -m recipes.train --config=fashion_fast --workdir=/tmp/fashion_fast``
 Data: ``/usr/share/datasets/fashion-mnist`` (see ``fashion_mlp``), 54 000 train / 6 000 val.
-Measured (``python benchmarks/fashion_race.py``, 2 idle CPU cores, 2026-11-22): 30-42 s
-per epoch, 425 s (7.1 min) for the 12 epochs; test accuracy 0.9217 (0.90 passed at 169 s),
-short of the 0.925 it aimed at. ``fashion_best``'s network passes 0.925 at 575 s in the
-same race, the lever for a faster recipe at that accuracy (a shorter schedule of it).
+Runtime: measured by ``python benchmarks/fashion_race.py`` on 2 idle CPU cores
+(2026-11-22): 30-42 s per epoch, 425 s (7.1 min) for the 12 epochs.
+Expected: test accuracy 0.9217 (measured there; 0.90 passed at 169 s), short of the 0.925
+it aimed at. ``fashion_best``'s network passes 0.925 at 575 s in the same race, the lever
+for a faster recipe at that accuracy (a shorter schedule of it).
 ``fashion_fast:quick`` trains 2 epochs of a (8, 16) net on 600 digits for tests.
 """
 
