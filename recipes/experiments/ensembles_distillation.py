@@ -169,9 +169,9 @@ def _distill(teachers: list[keras.Model], cfg: ml_collections.ConfigDict,
              splits: data.Splits, *, temperature: float, alpha: float) -> dict[str, Any]:
     """Trains a fresh student on the teachers' softened mean, same batches and schedule.
 
-    The student starts from the same initial weights as the from-scratch runs (same seed).
+    The student starts from the same initial weights as the from-scratch runs:
+    ``train.prepare`` seeds with ``train.seed`` before it builds the model.
     """
-    keras.utils.set_random_seed(cfg.train.seed)
     p = train.prepare(cfg, splits=splits)
     distiller = distill.Distiller(teachers, p.model, temperature=temperature, alpha=alpha)
     distiller.compile(optimizer=p.model.optimizer,
