@@ -15,6 +15,12 @@ Sources, all offline first:
   * ``cifar10`` / ``cifar100``: the official binary or python archive extracted in
     ``data_dir`` (python pickles go through a restricted unpickler), else tfds.
   * ``npz:PATH``: a user file with ``x_train, y_train, x_test, y_test``.
+
+A ``data_dir`` that is given must exist and hold the files (or be a tensorflow-datasets
+data dir with a ``NAME/VERSION/`` folder); only an empty ``data_dir`` falls back to the
+default location and to tfds. Labels are checked before any split: every class of the test
+split must occur in the train split (a train class absent from the test split only warns),
+and an ``.npz`` file's labels must be the ids 0..C-1 of the classes that occur.
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import gzip
+import itertools
+import math
 import os
 import pickle
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -56,6 +65,12 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # magic: unsigned bytes, 3 dims / 1 dim
+# Largest pixel magnitude accepted. The statistics square deviations and sum the squares in
+# float32 (Normalization.adapt's variance, BatchNormalization, the first layer's sums): a
+# deviation of at most 2e12 squares to 4e24, and 2**46 (7e13) such terms, more values than
+# any array in memory, still sum to less than float32's largest number, 3.4e38. No image
+# format comes near it (16-bit images end at 65535): larger values are unscaled or garbage.
+MAX_ABS_PIXEL = 1e12
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -99,6 +114,9 @@ def validate_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Checks one (images, labels) pair and returns it as NHWC images and int64 labels.
 
+    Checks run in the order that blames the real cause: dtypes and shapes, pixel values
+    (finite, magnitude at most ``MAX_ABS_PIXEL``), then label values (range first).
+
     Args:
         x: images, (N, H, W) or (N, H, W, C) with C <= 4, any real numeric dtype.
         y: integer class ids, (N,) or (N, 1).
@@ -113,46 +131,166 @@ def validate_arrays(
         ValueError: naming ``where``, the problem and the fix.
     """
     x, y = np.asarray(x), np.asarray(y)
-
-    def fail(problem: str) -> ValueError:
-        return ValueError(f"{where}: {problem}")
-
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise fail(f"pixels have dtype {x.dtype}; expected integer or floating point numbers")
-    if x.size == 0 or y.size == 0:
-        raise fail(f"empty arrays (x {x.shape}, y {y.shape}); give at least one example")
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4:
-        raise fail(f"images have rank {x.ndim} (shape {x.shape}); expected (N, H, W) or NHWC")
-    if x.shape[-1] > 4:
-        raise fail(
-            f"images have {x.shape[-1]} channels (shape {x.shape}); expected at most 4 "
-            "channels last (NHWC): transpose channels-first arrays"
-        )
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise fail("pixels contain NaN or inf; clean or drop those images")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise fail(f"labels have shape {y.shape}; expected (N,) class ids (argmax one-hot labels)")
-    if len(x) != len(y):
-        raise fail(f"length mismatch: {len(x)} images but {len(y)} labels")
+        raise ValueError(
+            f"{where}: labels have shape {y.shape}; expected (N,) class ids (argmax one-hot labels)"
+        )
+    if x.ndim and len(x) == len(y) == 0:
+        raise ValueError(
+            f"{where}: empty arrays (x {x.shape}, y {y.shape}); give at least one example"
+        )
+    if x.ndim and len(x) != len(y):
+        raise ValueError(f"{where}: length mismatch: {len(x)} images but {len(y)} labels")
+    x = _check_images(x, where)  # a 0-d x fails here, on its rank
+    y = _check_labels(y, where, num_classes)
+    if len(np.unique(y)) < min_classes:
+        raise ValueError(
+            f"{where}: only one class ({y[0]}); a classifier needs at least two classes"
+        )
+    return x, y
+
+
+def _check_images(x: np.ndarray, where: str) -> np.ndarray:
+    """The image half of `validate_arrays`: dtype, NHWC shape, finite and bounded pixels."""
+    if x.dtype == np.bool_:
+        raise ValueError(
+            f"{where}: pixels have dtype bool; convert masks to numbers first, e.g. "
+            "x.astype('uint8') * 255 (8-bit) or x.astype('float32') (0/1)"
+        )
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(
+            f"{where}: pixels have dtype {x.dtype}; expected integer or floating point numbers "
+            "(decode strings or objects into a numeric array first)"
+        )
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(
+            f"{where}: images have rank {x.ndim} (shape {x.shape}); expected (N, H, W) or NHWC"
+        )
+    if 0 in x.shape[1:]:
+        raise ValueError(
+            f"{where}: images have shape {x.shape[1:]}, a zero-sized dimension; expected "
+            "(H, W, C) with every size >= 1"
+        )
+    if x.shape[-1] > 4:
+        raise ValueError(
+            f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); expected at most 4 "
+            "channels last (NHWC): transpose channels-first arrays"
+        )
+    if np.issubdtype(x.dtype, np.integer) and np.iinfo(x.dtype).max <= MAX_ABS_PIXEL:
+        return x  # uint8 ... int32: always in range, no pass over the pixels needed
+    lo, hi = x.min(), x.max()  # NaN propagates through both: no boolean copy of x
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(x)
+        first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
+        raise ValueError(
+            f"{where}: pixels contain NaN or inf ({int(bad.sum())} values, the first in image "
+            f"{first}); clean or drop those images"
+        )
+    if max(-float(lo), float(hi)) > MAX_ABS_PIXEL:
+        raise ValueError(
+            f"{where}: pixels range from min {float(lo):.4g} to max {float(hi):.4g} ({x.dtype}); "
+            f"magnitudes above {MAX_ABS_PIXEL:.0e} overflow the float32 statistics (mean, "
+            "variance). Fix: scale the inputs to [0, 1] or [-1, 1], e.g. x / np.abs(x).max()"
+        )
+    return x
+
+
+def _check_labels(y: np.ndarray, where: str, num_classes: int | None) -> np.ndarray:
+    """The label half of `validate_arrays`: integer ids in range, returned as int64."""
+    if y.dtype == np.bool_:
+        raise ValueError(
+            f"{where}: labels have dtype bool; expected integer class ids: "
+            "y.astype('int64') makes False/True the classes 0/1"
+        )
     if np.issubdtype(y.dtype, np.floating):
         if not (np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise fail("labels are non-integer; expected integer class ids 0..C-1")
+            raise ValueError(f"{where}: labels are non-integer; expected integer class ids 0..C-1")
     elif not np.issubdtype(y.dtype, np.integer):
-        raise fail(f"labels have dtype {y.dtype}; expected integer class ids 0..C-1")
-    y = y.astype(np.int64)
-    if y.min() < 0:
-        raise fail(f"negative label {y.min()}; expected class ids 0..C-1")
-    if num_classes is not None and y.max() >= num_classes:
-        raise fail(
-            f"label {y.max()} is outside [0, {num_classes}); expected ids 0..{num_classes - 1}"
+        raise ValueError(f"{where}: labels have dtype {y.dtype}; expected integer class ids 0..C-1")
+    lo, hi = int(y.min()), int(y.max())  # before the int64 cast: uint64 or 1e30 would wrap
+    if lo < 0:
+        raise ValueError(f"{where}: negative label {lo}; expected class ids 0..C-1")
+    if num_classes is not None and hi >= num_classes:
+        raise ValueError(
+            f"{where}: label {hi} is outside [0, {num_classes}); expected ids "
+            f"0..{num_classes - 1} of the {num_classes} classes: remap or drop the others"
         )
-    if len(np.unique(y)) < min_classes:
-        raise fail(f"only one class ({y[0]}); a classifier needs at least two classes")
-    return x, y
+    if hi > np.iinfo(np.int64).max:
+        raise ValueError(f"{where}: label {hi} is too large for a class id; expected ids 0..C-1")
+    return y.astype(np.int64)
+
+
+def _ids(ids, limit: int = 10) -> str:
+    """``"0, 1, 5"``, shortened to the first ``limit`` ids and the count of all of them."""
+    ids = [int(i) for i in ids]
+    text = ", ".join(map(str, ids[:limit]))
+    return text + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _check_classes(where: str, train: tuple[str, np.ndarray], others: dict[str, np.ndarray],
+                   num_classes: int) -> None:
+    """Every class of an evaluation split must occur in the train split (a ValueError).
+
+    A train class absent from an evaluation split, or one of the ``num_classes`` absent from
+    the train split, only warns: the run is sound, its accuracy just says nothing about it.
+
+    Args:
+        where: what the splits belong to, prefixed to the messages (e.g. ``"npz:a.npz "``).
+        train: (name for messages, labels) of the train split.
+        others: name for messages -> labels of each non-empty evaluation split.
+        num_classes: the dataset's number of classes (the model's outputs).
+    """
+    name, seen = train[0], np.unique(train[1])
+    for other, y in others.items():  # errors first, then the warnings
+        unseen = np.setdiff1d(np.unique(y), seen)
+        if unseen.size:
+            raise ValueError(
+                f"{where}{other} has classes that never occur in {name}: {_ids(unseen)} "
+                f"({name} has {_ids(seen)}); a model cannot learn a class it never sees: add "
+                f"training examples of them or drop them from {other}"
+            )
+    if len(seen) < num_classes:
+        present = set(seen.tolist())
+        absent = itertools.islice((i for i in range(num_classes) if i not in present), 10)
+        warnings.warn(
+            f"{where}{name}: {num_classes - len(seen)} of the {num_classes} classes never occur "
+            f"({_ids(absent)}{', ...' if num_classes - len(seen) > 10 else ''}); the model's "
+            "outputs for them are never trained",
+            stacklevel=3,
+        )
+    for other, y in others.items():
+        missing = np.setdiff1d(seen, np.unique(y))
+        if missing.size:
+            warnings.warn(
+                f"{where}{other} lacks classes of {name}: {_ids(missing)}; its accuracy "
+                "says nothing about them",
+                stacklevel=3,
+            )
+
+
+def _check_same_images(where: str, named: dict[str, np.ndarray]) -> None:
+    """Every split needs the first split's (H, W, C) and pixel convention (uint8 or not)."""
+    (first, x0), *rest = named.items()
+    for name, x in rest:
+        if x.shape[1:] != x0.shape[1:]:
+            fix = ""
+            if {x.shape[-1], x0.shape[-1]} == {1, 3}:
+                fix = " (gray vs color: np.repeat(x, 3, axis=-1) gives gray images 3 channels)"
+            raise ValueError(
+                f"{where}{name} images are {x.shape[1:]} but {first} images are "
+                f"{x0.shape[1:]}; "
+                f"every split needs the same (H, W, C){fix}"
+            )
+        if (x.dtype == np.uint8) != (x0.dtype == np.uint8):
+            raise ValueError(
+                f"{where}{name} has dtype {x.dtype} but {first} has {x0.dtype}: uint8 pixels are "
+                "scaled by 1/255 and other dtypes are not, so the splits would differ in "
+                "scale; give every split the same dtype"
+            )
 
 
 def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
@@ -210,23 +348,85 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_dataset(name: str, data_dir: Path | None) -> tuple[Split, Split, DatasetInfo]:
+def _data_dir(data_dir: str | os.PathLike | None, expected: str, default: str) -> Path | None:
+    """``dataset.data_dir`` as a Path: None when empty, else an existing directory.
+
+    Args:
+        data_dir: the user's value.
+        expected: what the directory should hold, for the messages.
+        default: where the source looks when ``data_dir`` is empty, for the messages.
+
+    Raises:
+        ValueError: not a path, not found, or a file.
+    """
+    if data_dir is None or (isinstance(data_dir, (str, os.PathLike)) and not os.fspath(data_dir)):
+        return None
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(
+            f"dataset.data_dir={data_dir!r}: expected a directory path, or empty for {default}"
+        )
+    path, shown = Path(data_dir).expanduser(), os.fspath(data_dir)
+    if not path.exists():
+        raise ValueError(
+            f"dataset.data_dir={shown!r}: directory not found; give the directory holding "
+            f"{expected}, or leave dataset.data_dir empty to use {default}"
+        )
+    if not path.is_dir():
+        raise ValueError(
+            f"dataset.data_dir={shown!r}: is a file, give the directory holding {expected}"
+        )
+    return path
+
+
+def _is_tfds_dir(directory: Path, name: str) -> bool:
+    """Whether ``directory`` is a tensorflow-datasets data dir holding ``name``."""
+    return any((directory / name).glob("*/dataset_info.json"))
+
+
+def _contents(directory: Path) -> str:
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as e:
+        return f"it cannot be listed ({e})"
+    if not entries:
+        return "it is empty"
+    return f"it holds {', '.join(entries[:6])}{', ...' if len(entries) > 6 else ''}"
+
+
+def _idx_dataset(
+    name: str, data_dir: str | os.PathLike | None
+) -> tuple[Split, Split, DatasetInfo]:
     names = FASHION_CLASSES if name == "fashion_mnist" else DIGIT_CLASSES
-    default = [Path(FASHION_MNIST_DIR)] if name == "fashion_mnist" else []
-    for d in [data_dir] if data_dir else default:
-        paths = [_find(d, stem) for pair in IDX_FILES.values() for stem in pair]
+    stems = [stem for pair in IDX_FILES.values() for stem in pair]
+    files = ", ".join(f"{stem}[.gz]" for stem in stems)
+    hint = "`apt-get install dataset-fashion-mnist`, " if name == "fashion_mnist" else ""
+    default = (
+        f"{FASHION_MNIST_DIR}, else tensorflow_datasets" if name == "fashion_mnist"
+        else "tensorflow_datasets"
+    )
+    directory = _data_dir(data_dir, f"the {name} IDX files {files}", default)
+    default_dirs = [Path(FASHION_MNIST_DIR)] if name == "fashion_mnist" else []
+    for d in [directory] if directory else default_dirs:
+        paths = [_find(d, stem) for stem in stems]
         if None in paths:
             continue
         arrays = [read_idx(p, magic) for p, magic in zip(paths, [IDX_IMAGES, IDX_LABELS] * 2)]
         train, test = (
-            Split(*validate_arrays(x, y, where=f"{name} {k} ({d})", num_classes=10))
+            Split(*validate_arrays(x, y, where=f"{name} {k} ({d})", num_classes=10,
+                                   min_classes=2 if k == "train" else 1))
             for k, x, y in (("train", *arrays[:2]), ("test", *arrays[2:]))
         )
         return train, test, DatasetInfo(name, 10, (28, 28, 1), names, str(d))
-    hint = "`apt-get install dataset-fashion-mnist`, " if name == "fashion_mnist" else ""
-    files = ", ".join(f"{stem}[.gz]" for pair in IDX_FILES.values() for stem in pair)
+    if directory is not None and not _is_tfds_dir(directory, name):
+        missing = [f"{stem}[.gz]" for stem in stems if _find(directory, stem) is None]
+        lacks = f"; it lacks {', '.join(missing)}" if len(missing) < len(stems) else ""
+        raise ValueError(
+            f"dataset.data_dir={os.fspath(data_dir)!r}: no {name} files there "
+            f"({_contents(directory)}){lacks}. Give the directory holding {files}, or leave "
+            f"dataset.data_dir empty to use {default}"
+        )
     how = f"{hint}set dataset.data_dir to a directory with {files}"
-    train, test, info = _from_tfds(name, data_dir, how)
+    train, test, info = _from_tfds(name, directory, how)
     return train, test, dataclasses.replace(info, class_names=names)
 
 
@@ -322,30 +522,55 @@ def _cifar_names(meta: Path, num_classes: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _cifar(name: str, data_dir: Path | None) -> tuple[Split, Split, DatasetInfo]:
-    c = _CIFAR_CLASSES[name]
-    for (sub, train, test, meta), read in (
-        (_CIFAR_BIN[name], _cifar_bin),
-        (_CIFAR_PY[name], _cifar_py),
-    ):
-        for d in (data_dir, data_dir / sub) if data_dir else ():
-            if not all((d / f).is_file() for f in train + test):
-                continue
-            splits = []
-            for files in (train, test):
-                xs, ys = zip(*(read(d / f, name) for f in files))
-                where = f"{name} {', '.join(str(d / f) for f in files)}"
-                x, y = validate_arrays(
-                    np.concatenate(xs), np.concatenate(ys), where=where, num_classes=c
-                )
-                splits.append(Split(x, y))
-            info = DatasetInfo(name, c, (32, 32, 3), _cifar_names(d / meta, c), str(d))
-            return splits[0], splits[1], info
-    how = (
-        f"set dataset.data_dir to a directory with the official binary ({_CIFAR_BIN[name][0]}"
-        f") or python ({_CIFAR_PY[name][0]}) archive extracted"
+def _read_cifar(d: Path, name: str, layout: tuple, read) -> tuple[Split, Split, DatasetInfo]:
+    """Reads one extracted official archive in ``d`` (all its files are present)."""
+    c, (_, train, test, meta) = _CIFAR_CLASSES[name], layout
+    splits = []
+    for files, least in ((train, 2), (test, 1)):
+        xs, ys = zip(*(read(d / f, name) for f in files))
+        where = f"{name} {', '.join(str(d / f) for f in files)}"
+        x, y = validate_arrays(np.concatenate(xs), np.concatenate(ys), where=where,
+                               num_classes=c, min_classes=least)
+        splits.append(Split(x, y))
+    info = DatasetInfo(name, c, (32, 32, 3), _cifar_names(d / meta, c), str(d))
+    return splits[0], splits[1], info
+
+
+def _cifar(name: str, data_dir: str | os.PathLike | None) -> tuple[Split, Split, DatasetInfo]:
+    (bin_sub, bin_train, bin_test, _), (py_sub, py_train, py_test, _) = (
+        _CIFAR_BIN[name], _CIFAR_PY[name]
     )
-    return _from_tfds(name, data_dir, how)
+    expected = f"the official binary ({bin_sub}) or python ({py_sub}) archive extracted"
+    default = "tensorflow_datasets"
+    directory = _data_dir(data_dir, expected, default)
+    closest = None  # (directory, its missing files) of the most complete layout seen
+    for layout, read in ((_CIFAR_BIN[name], _cifar_bin), (_CIFAR_PY[name], _cifar_py)):
+        sub, train, test, _ = layout
+        for d in (directory, directory / sub) if directory else ():
+            missing = [f for f in train + test if not (d / f).is_file()]
+            if not missing:
+                return _read_cifar(d, name, layout, read)
+            if len(missing) < len(train + test) and (closest is None or
+                                                     len(missing) < len(closest[1])):
+                closest = (d, missing)
+    if directory is not None and not _is_tfds_dir(directory, name):
+        shown = os.fspath(data_dir)
+        if closest is not None:
+            raise ValueError(
+                f"dataset.data_dir={shown!r}: {closest[0]} lacks {', '.join(closest[1])}; "
+                "the archive is incomplete: re-extract it"
+            )
+        raise ValueError(
+            f"dataset.data_dir={shown!r}: no {name} files there ({_contents(directory)}); "
+            f"expected {expected} in it ({bin_sub}/{bin_train[0]} ... {bin_test[-1]} or "
+            f"{py_sub}/{py_train[0]} ... {py_test[-1]}). Give that directory, or leave "
+            f"dataset.data_dir empty to use {default}"
+        )
+    how = (
+        f"set dataset.data_dir to a directory with the official binary ({bin_sub}"
+        f") or python ({py_sub}) archive extracted"
+    )
+    return _from_tfds(name, directory, how)
 
 
 def _from_tfds(name: str, data_dir: Path | None, how: str) -> tuple[Split, Split, DatasetInfo]:
@@ -358,7 +583,7 @@ def _from_tfds(name: str, data_dir: Path | None, how: str) -> tuple[Split, Split
             split=["train", "test"],
             as_supervised=True,
             batch_size=10_000,
-            data_dir=data_dir,
+            data_dir=str(data_dir) if data_dir else None,
             with_info=True,
         )
         # Batches, not batch_size=-1: that aborts the process on tfds.testing.mock_data.
@@ -372,7 +597,8 @@ def _from_tfds(name: str, data_dir: Path | None, how: str) -> tuple[Split, Split
         ) from e
     label = info.features["label"]
     splits = [
-        Split(*validate_arrays(x, y, where=f"tfds:{name} {k}", num_classes=label.num_classes))
+        Split(*validate_arrays(x, y, where=f"tfds:{name} {k}", num_classes=label.num_classes,
+                               min_classes=2 if k == "train" else 1))
         for k, (x, y) in zip(("train", "test"), arrays)
     ]
     shape = tuple(int(s) for s in splits[0].x.shape[1:])
@@ -388,7 +614,7 @@ def _digits() -> tuple[Split, Split, DatasetInfo]:
         (digits.images / 16.0).astype(np.float32), digits.target, where="digits", num_classes=10
     )
     # No official test split: a fixed seed keeps the test set the same whatever dataset.seed.
-    train, test = _split(Split(x, y), 0.2, seed=0, field="digits test split")
+    train, test = _split(Split(x, y), 0.2, seed=0, what="the digits test split (0.2)")
     info = DatasetInfo("digits", 10, (8, 8, 1), DIGIT_CLASSES, "sklearn.datasets.load_digits")
     return train, test, info
 
@@ -409,35 +635,103 @@ def _npz(path_text: str) -> tuple[Split, Split, DatasetInfo]:
             f"dataset.name='npz:{path_text}': missing arrays {missing}; the file "
             f"needs {', '.join(keys)}"
         )
-    splits = []
-    for k in ("train", "test"):
-        x, y = validate_arrays(arrays[f"x_{k}"], arrays[f"y_{k}"], where=f"npz:{path} x_{k}/y_{k}")
-        splits.append(Split(x if x.dtype == np.uint8 else x.astype(np.float32), y))
-    train, test = splits
-    if train.x.shape[1:] != test.x.shape[1:]:
+    pairs = {
+        k: validate_arrays(arrays[f"x_{k}"], arrays[f"y_{k}"], where=f"npz:{path} x_{k}/y_{k}",
+                           min_classes=2 if k == "train" else 1)
+        for k in ("train", "test")
+    }
+    _check_same_images(f"npz:{path} ", {f"x_{k}": x for k, (x, _) in pairs.items()})
+    # No class list in the file: the classes are the labels that occur, and they must be the
+    # ids 0..C-1 (C = largest + 1), else the model gets outputs for classes with no examples.
+    occur = np.union1d(pairs["train"][1], pairs["test"][1])
+    c = int(occur[-1]) + 1
+    if len(occur) != c:
+        holder = "y_train" if pairs["train"][1].max() == occur[-1] else "y_test"
         raise ValueError(
-            f"npz:{path}: x_train images are {train.x.shape[1:]} but x_test "
-            f"images are {test.x.shape[1:]}; both need the same (H, W, C)"
+            f"npz:{path} {holder}: label {c - 1} implies {c} classes 0..{c - 1}, but only "
+            f"{len(occur)} occur in y_train and y_test ({_ids(occur)}); labels must be the "
+            "class ids 0..C-1: remap both splits together, e.g. "
+            "`ids, y = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)`"
         )
-    c = int(max(train.y.max(), test.y.max())) + 1
+    train, test = (
+        Split(x if x.dtype == np.uint8 else x.astype(np.float32), y) for x, y in pairs.values()
+    )
     shape = tuple(int(s) for s in train.x.shape[1:])
     info = DatasetInfo(f"npz:{path_text}", c, shape, tuple(map(str, range(c))), str(path))
     return train, test, info
 
 
-def _split(split: Split, size: float | int, seed: int, field: str) -> tuple[Split, Split]:
-    """Stratified, seeded split into (rest, held out of ``size``); both keep source order."""
+def _split(split: Split, size: float | int, seed: int, what: str,
+           fix: str = "") -> tuple[Split, Split]:
+    """Stratified, seeded split into (rest, held out of ``size``); both keep source order.
+
+    Args:
+        split: the examples to split.
+        size: a fraction in (0, 1) or a count of examples to hold out.
+        seed: the split's random state.
+        what: the field and value being applied, e.g. ``"dataset.val_size=0.1"``.
+        fix: what to change when the split is impossible, appended to the message.
+
+    Raises:
+        ValueError: naming ``what`` and the class that prevents a stratified split.
+    """
+    n, counts = len(split), np.bincount(split.y)
+    classes = np.flatnonzero(counts)
+    held = int(size) if isinstance(size, (int, np.integer)) else math.ceil(size * n)
+    rarest = int(classes[np.argmin(counts[classes])])
+    if counts[rarest] < 2:
+        raise ValueError(
+            f"{what}: class {rarest} has only 1 example among the {n} to split, and a "
+            "stratified split needs 2 or more of every class: add examples of it or drop it"
+        )
+    if min(held, n - held) < len(classes):
+        raise ValueError(
+            f"{what}: a stratified split of {n} examples into {n - held} and {held} needs at "
+            f"least one example of each of the {len(classes)} classes on both sides{fix}"
+        )
     try:
-        rest, held = train_test_split(
-            np.arange(len(split)), test_size=size, stratify=split.y, random_state=seed
+        rest, held_out = train_test_split(
+            np.arange(n), test_size=size, stratify=split.y, random_state=seed
         )
     except ValueError as e:
         raise ValueError(
-            f"{field}={size!r}: no stratified split of {len(split)} examples over "
-            f"{len(np.unique(split.y))} classes ({e})"
+            f"{what}: no stratified split of {n} examples over {len(classes)} classes ({e})"
         ) from e
-    rest, held = np.sort(rest), np.sort(held)
-    return Split(split.x[rest], split.y[rest]), Split(split.x[held], split.y[held])
+    rest, held_out = np.sort(rest), np.sort(held_out)
+    return Split(split.x[rest], split.y[rest]), Split(split.x[held_out], split.y[held_out])
+
+
+def _val_size(val_size: object) -> float | int:
+    """``dataset.val_size`` as a fraction in (0, 1) or an int count >= 1.
+
+    A whole float >= 1 is a count: the config field is a float (its default is 0.1), so
+    ``--config.dataset.val_size=5000`` arrives as 5000.0.
+    """
+    bad = ValueError(
+        f"dataset.val_size={val_size!r}: expected a fraction in (0, 1) or a whole number "
+        ">= 1 of training examples (e.g. 0.1 or 5000)"
+    )
+    if isinstance(val_size, (bool, np.bool_)) or not isinstance(
+        val_size, (int, float, np.integer, np.floating)
+    ):
+        raise bad
+    if isinstance(val_size, (int, np.integer)):
+        if val_size < 1:
+            raise bad
+        return int(val_size)
+    value = float(val_size)
+    if 0 < value < 1:
+        return value
+    if value >= 1 and value.is_integer():
+        return int(value)
+    raise bad
+
+
+def _check_int(field: str, value: object, low: int, high: int | None, meaning: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < low or (high is not None and value >= high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{field}={value!r}: expected an integer {bounds} ({meaning})")
 
 
 def load(
@@ -453,7 +747,8 @@ def load(
     Args:
         name: ``digits``, ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100`` or ``npz:PATH``.
         data_dir: where the official files are (or a tfds data dir); None or "" = the default.
-        val_size: fraction in (0, 1) or count in [1, n_train) of train held out for validation.
+        val_size: fraction in (0, 1), or count in [1, n_train) of train held out for
+            validation; a whole float such as 5000.0 counts as 5000.
         seed: seed of the validation split and of ``limit``'s subset.
         limit: if > 0, keep a stratified subset of this many training examples (quick runs).
 
@@ -462,55 +757,94 @@ def load(
         train split, test is the source's test split.
 
     Raises:
-        ValueError: unknown name, missing files, bad arrays or bad ``val_size``/``limit``.
+        ValueError: unknown name, missing files, bad arrays, a test class absent from the
+            train split, or bad ``val_size``/``seed``/``limit``.
     """
-    is_fraction = isinstance(val_size, (float, np.floating)) and 0 < val_size < 1
-    is_count = isinstance(val_size, (int, np.integer)) and not isinstance(val_size, bool)
-    if not (is_fraction or (is_count and val_size >= 1)):
-        raise ValueError(
-            f"dataset.val_size={val_size!r}: expected a fraction in (0, 1) or an "
-            "integer count >= 1 of training examples"
-        )
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
-        raise ValueError(f"dataset.limit={limit!r}: expected an integer >= 0 (0 = all examples)")
-    directory = Path(data_dir).expanduser() if data_dir else None
+    requested, val_size = val_size, _val_size(val_size)
+    _check_int("dataset.limit", limit, 0, None, "0 = all examples")
+    _check_int("dataset.seed", seed, 0, 2**32, "the split's random state")
     if not isinstance(name, str):
         name = repr(name)
     if name == "digits":
         train, test, info = _digits()
     elif name in ("fashion_mnist", "mnist"):
-        train, test, info = _idx_dataset(name, directory)
+        train, test, info = _idx_dataset(name, data_dir)
     elif name in _CIFAR_CLASSES:
-        train, test, info = _cifar(name, directory)
+        train, test, info = _cifar(name, data_dir)
     elif name.startswith("npz:") and len(name) > 4:
         train, test, info = _npz(name[4:])
     else:
         raise ValueError(f"dataset.name={name!r} is not a dataset; valid names: {', '.join(NAMES)}")
-    if is_count and val_size >= len(train):
+    # Labels before any split, so that a bad label is blamed, not val_size or limit.
+    names = ("y_train", "y_test") if name.startswith("npz:") else ("train split", "test split")
+    _check_classes(f"{info.name} ", (names[0], train.y), {names[1]: test.y}, info.num_classes)
+    if isinstance(val_size, int) and val_size >= len(train):
         raise ValueError(
-            f"dataset.val_size={val_size!r}: a count must be in [1, {len(train)}) "
+            f"dataset.val_size={requested!r}: a count must be in [1, {len(train)}) "
             f"for the {len(train)} training examples of {info.name}"
         )
-    train, val = _split(train, val_size, seed, "dataset.val_size")
+    train, val = _split(
+        train, val_size, seed, f"dataset.val_size={requested!r}",
+        "; use a larger or smaller dataset.val_size (a fraction in (0, 1) or a count)",
+    )
     if 0 < limit < len(train):
-        _, train = _split(train, limit, seed, "dataset.limit")
+        _, train = _split(train, limit, seed, f"dataset.limit={limit!r}",
+                          f"; use dataset.limit=0 (all) or >= {info.num_classes}")
     return Splits(train, val, test, info)
+
+
+def _check_info(info: object) -> DatasetInfo:
+    if not isinstance(info, DatasetInfo):
+        raise ValueError(f"splits.info: expected a recipes.data.DatasetInfo, got {info!r}")
+    c = info.num_classes
+    if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or c < 2:
+        raise ValueError(
+            f"splits.info.num_classes={c!r}: expected an integer >= 2 (the model's outputs)"
+        )
+    if len(info.class_names) != c:
+        raise ValueError(
+            f"splits.info.class_names has {len(info.class_names)} names for num_classes={c}; "
+            "give one name per class, e.g. tuple(map(str, range(num_classes)))"
+        )
+    return info
 
 
 def validate_splits(splits: Splits) -> Splits:
     """Checks splits built by hand (``recipes.train.run(splits=...)``) as ``load`` checks its own.
 
+    Each split goes through `validate_arrays` (labels within ``info.num_classes``); then every
+    split must share the train images' shape and dtype convention, and every class of val and
+    test must occur in train (a train class missing from val or test only warns).
+
     Raises:
         ValueError: naming the split and the problem (NaN pixels, labels out of range, ...).
     """
+    if not isinstance(splits, Splits):
+        raise ValueError(
+            f"splits: expected recipes.data.Splits(train, val, test, info), got "
+            f"{type(splits).__name__}"
+        )
+    info = _check_info(splits.info)
     out = {}
     for k in ("train", "val", "test"):
         split = getattr(splits, k)
-        if k != "train" and len(split.y) == 0:
-            out[k] = split
+        if not isinstance(split, Split):
+            raise ValueError(f"splits.{k}: expected a recipes.data.Split(x, y), got {split!r}")
+        if k != "train" and np.size(split.x) == 0 and np.size(split.y) == 0:
+            out[k] = split  # an empty val or test split is allowed
             continue
         x, y = validate_arrays(split.x, split.y, where=f"splits.{k}",
-                               num_classes=splits.info.num_classes,
+                               num_classes=info.num_classes,
                                min_classes=2 if k == "train" else 1)
         out[k] = split if x is split.x and y is split.y else Split(x, y)
-    return Splits(info=splits.info, **out)
+    used = [k for k in ("train", "val", "test") if np.size(out[k].y)]
+    _check_same_images("", {f"splits.{k}": np.asarray(out[k].x) for k in used})
+    shape = tuple(out["train"].x.shape[1:])
+    if tuple(info.input_shape) != shape:
+        raise ValueError(
+            f"splits.info.input_shape={tuple(info.input_shape)} but splits.train images are "
+            f"{shape}; set it to {shape}"
+        )
+    _check_classes("", ("splits.train", out["train"].y),
+                   {f"splits.{k}": out[k].y for k in used if k != "train"}, info.num_classes)
+    return Splits(info=info, **out)

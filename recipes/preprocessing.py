@@ -165,7 +165,8 @@ def fit(
         A fitted `Preprocessor`.
 
     Raises:
-        ValueError: On an unknown method, bad options, or badly shaped images.
+        ValueError: On an unknown method, bad options, badly shaped images, or a fitted
+            statistic that is not finite (inputs too large: scale them).
     """
     _check_method(method)
     x_train = np.asarray(x_train)
@@ -174,12 +175,21 @@ def fit(
             f"fit() needs a non-empty NHWC batch of training images, got shape {x_train.shape}."
         )
     input_shape = tuple(int(d) for d in x_train.shape[1:])
-    dim = int(np.prod(input_shape))
-    options: dict[str, Any] = {}
-    params: dict[str, np.ndarray] = {}
     if method in ("pca", "zca") and len(x_train) < 2:
         raise ValueError(f"dataset.preprocess={method!r} needs at least 2 training images.")
+    params, options = _fit_params(x_train, method, pca_components, zca_epsilon)
+    _check_finite(params, x_train, method)  # before a caller can save anything
+    return Preprocessor(method, params, input_shape, options)
 
+
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # `_check_finite` reports it
+def _fit_params(
+    x_train: np.ndarray, method: str, pca_components: int | float, zca_epsilon: float
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The statistics of `fit` (see there): ``(params, options)``."""
+    dim = int(np.prod(x_train.shape[1:]))
+    options: dict[str, Any] = {}
+    params: dict[str, np.ndarray] = {}
     if method == "mean_image":
         params["mean"], _ = _adapt(x_train, axis=(1, 2, 3))
     elif method == "per_channel_mean":
@@ -191,6 +201,7 @@ def fit(
         # (D x D) rather than an SVD of the data (N x D): cheaper when N >> D.
         k = requested = _num_components(pca_components, dim)
         mean, cov = _mean_and_covariance(x_train)
+        _check_finite({"mean": mean, "covariance": cov}, x_train, method)  # before eigh
         eigenvalues, eigenvectors = _eigh_descending(cov)
         ratio = eigenvalues / max(eigenvalues.sum(), np.finfo(np.float64).tiny)
         if isinstance(k, float):  # smallest k whose cumulative ratio reaches the fraction
@@ -208,12 +219,31 @@ def fit(
                 "images): it keeps near-zero eigenvalues from blowing up the whitening."
             )
         mean, cov = _mean_and_covariance(x_train)
+        _check_finite({"mean": mean, "covariance": cov}, x_train, method)  # before eigh
         eigenvalues, eigenvectors = _eigh_descending(cov)
         scale = 1.0 / np.sqrt(eigenvalues + float(zca_epsilon))
         options["zca_epsilon"] = float(zca_epsilon)
         params["mean"] = mean.astype(np.float32)
         params["whitening"] = ((eigenvectors * scale) @ eigenvectors.T).astype(np.float32)
-    return Preprocessor(method, params, input_shape, options)
+    return params, options
+
+
+def _check_finite(params: dict[str, np.ndarray], x_train: np.ndarray, method: str) -> None:
+    """Refuses statistics with NaN or inf: they would turn every transformed input into NaN.
+
+    `recipes.data.validate_arrays` bounds the pixels so this never fires on checked data;
+    it guards direct calls of `fit` with huge values (float32 squares overflow near 1.8e19).
+    """
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            bad = "NaN" if np.isnan(value).any() else "inf"
+            with np.errstate(invalid="ignore"):
+                lo, hi = float(np.min(x_train)), float(np.max(x_train))
+            raise ValueError(
+                f"dataset.preprocess={method!r}: the fitted {name} contains {bad} for training "
+                f"images ranging from min {lo:.4g} to max {hi:.4g} ({x_train.dtype}); the "
+                "statistics overflow float32. Fix: scale the inputs to [0, 1] or [-1, 1]"
+            )
 
 
 def _expected_shapes(
