@@ -70,17 +70,21 @@ def resolve_config(cfg: Mapping | ml_collections.ConfigDict | None) -> dict:
     c = default_config().to_dict()
     if isinstance(cfg, ml_collections.ConfigDict):
         given = cfg.to_dict()
-    else:
+    elif cfg is None or isinstance(cfg, Mapping):
         given = dict(cfg or {})
+    else:
+        raise ValueError(f"the model config must be the model branch (a ConfigDict or dict) "
+                         f"or None, got {type(cfg).__name__}: {cfg!r:.80}")
     unknown = sorted(set(given) - set(c))
     if unknown:
-        raise ValueError(f"Unknown model config fields {unknown}; valid fields: {sorted(c)}")
+        raise ValueError(f"unknown model field(s) {unknown}; valid fields of model: {sorted(c)}")
     c.update(given)
     kw = c["activation_kw"]  # a ConfigDict in the config tree, a plain dict for the builders
     kw = kw.to_dict() if isinstance(kw, ml_collections.ConfigDict) else kw
     # None means "the activation's default", so a recipe may declare placeholders such as
     # activation_kw.alpha = None that a locked config still lets the CLI override.
-    c["activation_kw"] = {key: v for key, v in dict(kw or {}).items() if v is not None}
+    if isinstance(kw, Mapping) or kw is None:  # anything else: Knobs names the field
+        c["activation_kw"] = {key: v for key, v in dict(kw or {}).items() if v is not None}
     return c
 
 
@@ -108,7 +112,8 @@ def build(
     c = resolve_config(cfg)
     arch = str(c["arch"]).lower()
     if arch not in ARCHS:
-        raise ValueError(f"Unknown arch {c['arch']!r}; valid names: {', '.join(ARCHS)}")
+        raise ValueError(f"model.arch={c['arch']!r} is not an architecture; use one of "
+                         f"{', '.join(ARCHS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
     return ARCHS[arch](c, tuple(int(d) for d in input_shape), int(num_classes))

@@ -18,6 +18,8 @@ One place decides the lecture's ordering rules, so mlp, convnet and resnet agree
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 
 import keras
@@ -48,26 +50,80 @@ class Knobs:
 
     @classmethod
     def from_config(cls, c: Mapping) -> Knobs:
-        """Picks and checks the shared fields of a (complete, plain-dict) model config."""
-        activations.get(c["activation"], **dict(c["activation_kw"] or {}))  # validates names
-        initializers.canonical_name(c["init"])
+        """Picks and checks the shared fields of a (complete, plain-dict) model config.
+
+        Raises:
+            ValueError: naming the bad field (``model.dropout``, ...) and its valid range.
+        """
+        kw_given = c["activation_kw"] or {}
+        if not isinstance(kw_given, Mapping):
+            raise ValueError(f"model.activation_kw must be a dict of the activation's "
+                             f"arguments (e.g. {{'alpha': 0.1}}), got {kw_given!r}")
+        _named("model.activation", activations.canonical_name, c["activation"])
+        _named("model.activation_kw", lambda: activations.get(c["activation"], **kw_given))
+        _named("model.init", initializers.canonical_name, c["init"])
+        _named("model.norm", norms.canonical_name, c["norm"])
         if c["norm_position"] not in POSITIONS:
-            raise ValueError(
-                f"norm_position must be one of {POSITIONS}, got {c['norm_position']!r}"
-            )
-        if not float(c["head_init_scale"]) > 0.0:
-            raise ValueError(f"head_init_scale must be > 0, got {c['head_init_scale']!r}")
-        if not 0.0 <= float(c["dropout"]) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {c['dropout']!r}")
+            raise ValueError(f"model.norm_position must be one of {POSITIONS}, got "
+                             f"{c['norm_position']!r}")
+        check_number(c, "dropout", lambda v: 0.0 <= v < 1.0, "a number in [0, 1) (0 = off)")
+        check_number(c, "l1", lambda v: v >= 0.0, "a number >= 0 (0 = off)")
+        check_number(c, "l2", lambda v: v >= 0.0, "a number >= 0 (0 = off)")
+        check_number(c, "max_norm", lambda v: v >= 0.0, "a number >= 0 (0 = off)")
+        check_number(c, "init_scale", lambda v: v > 0.0, "a number > 0 (init=small's std)")
+        check_number(c, "head_init_scale", lambda v: v > 0.0, "a number > 0 (1 = hidden init)")
+        check_number(c, "bias_init", lambda v: True, "a finite number")
+        check_integer(c, "groups", 1)
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: c[k] for k in fields}
-        kw["activation_kw"] = dict(c["activation_kw"] or {})
+        kw["activation_kw"] = dict(kw_given)
         kw["norm"] = norms.canonical_name(c["norm"])
         return cls(**kw)
 
     @property
     def before(self) -> bool:
         return self.norm_position == "before_activation"
+
+
+def _named(field: str, check, *args) -> None:
+    """Runs a factory's check, prefixing its error with the config field it came from."""
+    try:
+        check(*args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{field}: {e}") from e
+
+
+def check_number(c: Mapping, field: str, ok, rule: str) -> float:
+    """Returns ``c[field]`` as a float; ValueError ``model.FIELD must be RULE`` unless ``ok``."""
+    v = c[field]
+    if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+            or not ok(float(v))):
+        raise ValueError(f"model.{field} must be {rule}, got {v!r}")
+    return float(v)
+
+
+def check_integer(c: Mapping, field: str, low: int) -> int:
+    """Returns ``c[field]`` as an int; ValueError unless it is an integer ``>= low``."""
+    v = c[field]
+    if not _is_int(v) or v < low:
+        raise ValueError(f"model.{field} must be an integer >= {low}, got {v!r}")
+    return int(v)
+
+
+def check_sizes(c: Mapping, field: str, *, allow_empty: bool) -> list[int]:
+    """Returns ``c[field]`` as a list of layer sizes; ValueError unless all are ints >= 1."""
+    v = c[field]
+    ok = isinstance(v, (tuple, list)) and all(_is_int(u) and u >= 1 for u in v)
+    if not ok or not (v or allow_empty):
+        empty = "" if allow_empty else "non-empty "
+        raise ValueError(f"model.{field} must be a {empty}tuple of integers >= 1, e.g. "
+                         f"--config.model.{field}='(64, 32)', got {v!r}")
+    return [int(u) for u in v]
+
+
+def _is_int(v) -> bool:
+    return (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            and float(v).is_integer())
 
 
 def kernel_initializer(k: Knobs) -> keras.initializers.Initializer:
@@ -114,7 +170,8 @@ def norm(x, k: Knobs, name: str):
     channels = x.shape[-1]
     if k.norm == "group" and channels % k.groups:
         raise ValueError(
-            f"group norm at {name!r}: {channels} channels not divisible by groups={k.groups}"
+            f"model.groups={k.groups}: group norm at {name!r} has {channels} channels, not "
+            "divisible by it; choose model.groups dividing every layer width"
         )
     return norms.get(k.norm, rank=len(x.shape), groups=k.groups, name=name)(x)
 

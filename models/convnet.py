@@ -26,8 +26,9 @@ def check_image_shape(arch: str, input_shape: Sequence[int]) -> None:
     """Raises ValueError unless ``input_shape`` is one NHWC image, ``(H, W, C)``."""
     if len(input_shape) != 3:
         raise ValueError(
-            f"{arch} needs rank-3 (H, W, C) image inputs, got input_shape={tuple(input_shape)}; "
-            "use arch='mlp' for flat vectors (e.g. PCA output) or reshape the data"
+            f"model.arch={arch} needs rank-3 (H, W, C) image inputs, got input_shape="
+            f"{tuple(input_shape)}; use model.arch=mlp for flat vectors (e.g. PCA output) or "
+            "reshape the data"
         )
 
 
@@ -45,13 +46,9 @@ def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Mod
     """
     check_image_shape("convnet", input_shape)
     if c["head"] not in HEADS:
-        raise ValueError(f"convnet head must be one of {HEADS}, got {c['head']!r}")
-    widths = [int(w) for w in c["widths"]]
-    if not widths or any(w < 1 for w in widths) or int(c["blocks_per_stage"]) < 1:
-        raise ValueError(
-            f"convnet needs widths >= 1 and blocks_per_stage >= 1, got widths="
-            f"{tuple(c['widths'])}, blocks_per_stage={c['blocks_per_stage']}"
-        )
+        raise ValueError(f"model.head must be one of {HEADS}, got {c['head']!r}")
+    widths = blocks.check_sizes(c, "widths", allow_empty=False)
+    blocks.check_integer(c, "blocks_per_stage", 1)
     k = blocks.Knobs.from_config(c)
     inputs = keras.Input(tuple(input_shape), name="inputs")
     x = inputs

@@ -29,9 +29,7 @@ def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Mod
         A functional ``keras.Model`` named ``mlp``.
     """
     k = blocks.Knobs.from_config(c)
-    hidden = [int(u) for u in c["hidden"]]
-    if any(u < 1 for u in hidden):
-        raise ValueError(f"mlp hidden sizes must be >= 1, got {tuple(c['hidden'])}")
+    hidden = blocks.check_sizes(c, "hidden", allow_empty=True)  # () = a linear classifier
     inputs = keras.Input(tuple(input_shape), name="inputs")
     # Images become vectors: (H, W, C) -> (H*W*C,); vectors pass through.
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) != 1 else inputs

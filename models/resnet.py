@@ -102,13 +102,14 @@ def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Mod
         A functional ``keras.Model`` named ``resnet``.
     """
     check_image_shape("resnet", input_shape)
-    depth, width, variant = int(c["depth"]), int(c["width"]), str(c["variant"]).lower()
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"resnet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
+    depth, width = blocks.check_integer(c, "depth", 8), blocks.check_integer(c, "width", 1)
+    variant = str(c["variant"]).lower()
+    if (depth - 2) % 6:
+        raise ValueError(f"model.depth (resnet) must be 6n+2 with n >= 1 (8, 14, 20, ...), "
+                         f"got {depth}")
     if variant not in VARIANTS:
-        raise ValueError(f"resnet variant must be one of {VARIANTS}, got {c['variant']!r}")
-    if width < 1:
-        raise ValueError(f"resnet width must be >= 1, got {width}")
+        raise ValueError(f"model.variant (resnet) must be one of {VARIANTS}, got "
+                         f"{c['variant']!r}")
     k = blocks.Knobs.from_config(c)
     n_blocks = (depth - 2) // 6
 

@@ -194,10 +194,28 @@ def load_snapshots(directory: str, *, compile: bool = False) -> list[keras.Model
         The snapshot models, first cycle first.
 
     Raises:
-        ValueError: the directory holds no ``snapshot_{k}.keras``.
+        ValueError: ``directory`` is not a path, is a file, holds no ``snapshot_{k}.keras``,
+            or one of them is not a readable ``.keras`` file.
     """
+    if not isinstance(directory, (str, bytes, os.PathLike)):
+        raise ValueError(f"load_snapshots: directory must be the path (str or os.PathLike) of "
+                         f"a SnapshotSaver directory, got {type(directory).__name__}: "
+                         f"{directory!r:.80}")
+    directory = os.fsdecode(directory)
+    if os.path.isfile(directory):
+        raise ValueError(f"load_snapshots: directory {directory!r} is a file; give the "
+                         "directory that ensemble.SnapshotSaver(directory, cycle_epochs) wrote")
     paths = snapshot_paths(directory) if os.path.isdir(directory) else []
+    paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
         raise ValueError(f"no snapshot_{{k}}.keras files in {directory!r}; train with "
                          "ensemble.SnapshotSaver(directory, cycle_epochs) first")
-    return [keras.saving.load_model(p, compile=compile, safe_mode=True) for p in paths]
+    models = []
+    for path in paths:
+        try:
+            models.append(keras.saving.load_model(path, compile=compile, safe_mode=True))
+        except Exception as e:  # truncated, not a zip, no config.json, bad JSON, unsafe...
+            raise ValueError(f"load_snapshots: {path} is not a readable .keras model "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); delete it "
+                             "or train the snapshots again") from e
+    return models

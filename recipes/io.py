@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -71,12 +72,114 @@ def _umask() -> int:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically, flushed to disk before the rename."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    """Writes ``data`` to ``path`` atomically, flushed to disk before the rename.
+
+    Raises:
+        OSError: with ``filename`` set to ``path`` (disk full, I/O error); the old file, if
+            any, is left as it was.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise _naming(e, path) from e
+
+
+def write_with(path: str, writer: Callable[[str], Any], *, suffix: str = "",
+               need: int = 0) -> None:
+    """Writes ``path`` atomically with ``writer(tmp_path)`` (e.g. ``model.save``).
+
+    Args:
+        path: the final file.
+        writer: writes the file it is given (a temporary name ending in ``suffix``).
+        suffix: the ending ``writer`` requires (``.keras``, ``.weights.h5``).
+        need: bytes the file needs: a write that cannot fit is not started
+            (:func:`ensure_space`), since h5py can crash rather than raise on a full disk.
+
+    Raises:
+        OSError: no room, or the write failed, naming ``path``; an old file stays as it was.
+    """
+    ensure_space(path, need)
+    try:
+        with atomic_path(path, suffix=suffix) as tmp:
+            writer(tmp)
+    except OSError as e:
+        raise _naming(e, path) from e
+
+
+def _naming(e: OSError, path: str) -> OSError:
+    """``e`` with ``path`` as its file (a write error inside a temporary file names that).
+
+    h5py reports a full disk as a long text with no errno; it becomes plain ENOSPC.
+    """
+    code, text = e.errno, e.strerror or str(e)
+    if _FULL.search(text):
+        code, text = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    return OSError(code, text, path)
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free for this user on the filesystem holding ``path`` (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # not reached
+
+
+def ensure_space(path: str, need: int) -> None:
+    """Raises ``OSError(ENOSPC)`` naming ``path`` when its filesystem has < ``need`` bytes.
+
+    Called before a checkpoint write: h5py can crash the process (not raise) when the disk
+    fills in the middle of an HDF5 file, so a write that cannot fit is not started.
+    """
+    free = free_bytes(os.path.dirname(os.path.abspath(path)))
+    if free is not None and free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device (about {human_bytes(need)} "
+                      "needed)", path)
+
+
+_FULL = re.compile(r"No space left on device|errno = 28\b|Disk quota exceeded")
+_PATH_IN_TEXT = re.compile(r"(/[^\s'\",;:()]+)")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (an OSError, or TensorFlow's or h5py's own error) says the disk is full."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return bool(_FULL.search(str(e)))
+
+
+def as_os_error(e: BaseException) -> OSError:
+    """A disk-full error of any library as ``OSError(ENOSPC)``, naming the file it mentions."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e
+    match = _PATH_IN_TEXT.search(str(e))
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), match.group(1) if match else None)
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a failed write or read: the file, the error and, when full, the space."""
+    where = e.filename or "a file"
+    text = f"{where}: {e.strerror or e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or "space" in str(e).lower():
+        free = free_bytes(os.path.dirname(os.path.abspath(e.filename))) if e.filename else None
+        if free is not None:
+            text += f" ({human_bytes(free)} free there)"
+        text += "; free some space and run the same command again to resume"
+    return text
 
 
 def write_text(path: str, text: str) -> None:

@@ -10,6 +10,7 @@ papers' defaults and argument checks that name the bad field.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -80,22 +81,26 @@ NAMES: tuple[str, ...] = tuple(_BUILDERS)
 """The registered optimizer names, in the lecture's order."""
 
 
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check(c: dict[str, Any]) -> None:
     name = c["name"]
     for field in ("momentum", "rho", "beta_1", "beta_2"):
         v = c[field]
-        _require(isinstance(v, numbers.Real) and 0.0 <= v < 1.0,
+        _require(_real(v) and 0.0 <= v < 1.0,
                  f"optimizer.{field} must be in [0, 1), got {v!r}; typical values are 0.9 "
                  "(momentum, rho, beta_1) and 0.999 (beta_2)")
-    _require(c["epsilon"] > 0, f"optimizer.epsilon must be > 0, got {c['epsilon']!r}; "
-             "the Adam paper uses 1e-8")
-    _require(c["weight_decay"] >= 0,
+    _require(_real(c["epsilon"]) and c["epsilon"] > 0,
+             f"optimizer.epsilon must be > 0, got {c['epsilon']!r}; the Adam paper uses 1e-8")
+    _require(_real(c["weight_decay"]) and c["weight_decay"] >= 0,
              f"optimizer.weight_decay must be >= 0, got {c['weight_decay']!r}")
     _require(c["weight_decay"] == 0 or name == "adamw",
              f"optimizer.weight_decay={c['weight_decay']!r} is decoupled weight decay and "
              f"applies to optimizer.name='adamw' only, got optimizer.name={name!r}; set "
              "optimizer.weight_decay=0 and use model.l2 for L2 in the loss, or use adamw")
-    _require(c["clipnorm"] >= 0,
+    _require(_real(c["clipnorm"]) and c["clipnorm"] >= 0,
              f"optimizer.clipnorm must be >= 0 (0 = off), got {c['clipnorm']!r}")
 
 
@@ -121,14 +126,14 @@ def get(cfg: Any, learning_rate: float | keras.optimizers.schedules.LearningRate
     if isinstance(cfg, keras.optimizers.Optimizer):
         return cfg
     c = config_fields(cfg, "optimizer")
-    name = _ALIASES.get(c["name"], c["name"])
-    _require(name in _BUILDERS,
+    name = _ALIASES.get(c["name"], c["name"]) if isinstance(c["name"], str) else c["name"]
+    _require(isinstance(name, str) and name in _BUILDERS,
              f"optimizer.name={c['name']!r} is not an optimizer; use one of {list(NAMES)}")
     c["name"] = name
     _check(c)
     lr = c["learning_rate"] if learning_rate is None else learning_rate
     if not isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        _require(isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0,
+        _require(_real(lr) and lr > 0,
                  f"optimizer.learning_rate must be > 0, got {lr!r}; try 1e-3 for adam, "
                  "1e-2 to 1e-1 for sgd/momentum")
         lr = float(lr)

@@ -9,8 +9,10 @@ file paths, not names of files shipped inside a package.
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 import pathlib
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,10 @@ def resolve_path(name_or_path: str) -> str:
     Raises:
         ValueError: neither a built-in name nor an existing ``.py`` file.
     """
+    if not isinstance(name_or_path, str):
+        raise ValueError(f"--config must be a built-in name (one of {names()}) or a path to "
+                         f"a .py file, got {type(name_or_path).__name__}: "
+                         f"{reprlib.repr(name_or_path)}")
     base, sep, arg = name_or_path.partition(":")
     if base in names():
         return str(_HERE / f"{base}.py") + sep + arg
@@ -43,18 +49,64 @@ def resolve_path(name_or_path: str) -> str:
 
 
 def get(name_or_path: str) -> ml_collections.ConfigDict:
-    """Loads a config by built-in name or path, ``name:arg`` passing ``arg`` to get_config."""
+    """Loads a config by built-in name or path, ``name:arg`` passing ``arg`` to get_config.
+
+    A ``get_config`` that returns a plain dict is accepted: nested dicts become nested
+    ConfigDicts and lists become tuples, so the CLI can override every field.
+
+    Raises:
+        ValueError: an unknown name or missing file, or a file that fails at import, whose
+            ``get_config`` fails, or returns neither a ConfigDict nor a dict; one line that
+            names the file and the exception.
+    """
     path, _, arg = resolve_path(name_or_path).partition(":")
+    module = _load(path)
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"--config: {path} does not define get_config(); add "
+                         "`def get_config(arg=None): return ml_collections.ConfigDict(...)`")
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # anything a user's get_config raises: one line, not a traceback
+        call = f"get_config({arg!r})" if arg else "get_config()"
+        raise ValueError(f"--config: {call} in {path} raised {_describe(e)}") from e
+    if isinstance(config, ml_collections.ConfigDict):
+        return config
+    if config is None:
+        raise ValueError(f"--config: get_config() in {path} returned None; return a ConfigDict "
+                         "(did you forget `return`?)")
+    if isinstance(config, Mapping):
+        return ml_collections.ConfigDict(_tuples(config))
+    raise ValueError(f"--config: get_config() in {path} returned type {type(config).__name__}; "
+                     "return an ml_collections.ConfigDict or a dict")
+
+
+def _load(path: str) -> Any:
+    """Imports the file at ``path`` as a fresh module; any failure is a one-line ValueError."""
     spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem + "_config", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # a user's file with a syntax or import error
-        raise ValueError(f"--config: could not load {path}: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"--config: {path} does not define get_config(); add "
-                         "`def get_config(arg=None): return ml_collections.ConfigDict(...)`")
-    return module.get_config(arg) if arg else module.get_config()
+    except SyntaxError as e:
+        raise ValueError(f"--config: could not load {path}: SyntaxError at line {e.lineno}: "
+                         f"{e.msg}") from e
+    except Exception as e:  # a user's file that fails at import (ImportError, NameError, ...)
+        raise ValueError(f"--config: {path} raised {_describe(e, ' at import')}") from e
+    return module
+
+
+def _describe(e: BaseException, where: str = "") -> str:
+    """``Type{where}: message`` on one line (no ``: message`` when the message is empty)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}{where}: {text}" if text else f"{type(e).__name__}{where}"
+
+
+def _tuples(value: Any) -> Any:
+    """A plain nested dict with lists turned into tuples (tuples are CLI-overridable)."""
+    if isinstance(value, Mapping):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
 
 
 def complete(config: Any) -> ml_collections.ConfigDict:
@@ -63,33 +115,59 @@ def complete(config: Any) -> ml_collections.ConfigDict:
     Lets Python users pass a partial dict (``{"optimizer": {"learning_rate": 3e-4}}``).
 
     Raises:
-        ValueError: a field that the tree does not have, named with its dotted path.
+        ValueError: ``config`` is not a ConfigDict, a dict or None; a field that the tree does
+            not have or of the wrong type, named with its dotted path; a seed out of range.
     """
     from recipes.configs import base
 
     full = base.get_config()
     if config is None:
         return full
-    _merge(full, config.to_dict() if hasattr(config, "to_dict") else dict(config), "")
+    if hasattr(config, "to_dict"):  # ConfigDict, FrozenConfigDict
+        given = config.to_dict()
+    elif isinstance(config, Mapping):
+        given = dict(config)
+    elif isinstance(config, str):
+        raise ValueError(f"config must be a ConfigDict, a dict or None, got the string "
+                         f"{config!r}; to load a built-in recipe or a .py file pass "
+                         f"recipes.configs.get({config!r})")
+    else:
+        raise ValueError(f"config must be a ConfigDict, a dict or None, got "
+                         f"{type(config).__name__}: {reprlib.repr(config)}")
+    _merge(full, given, "")
+    _check_seeds(full)
     return full
+
+
+def _check_seeds(cfg: ml_collections.ConfigDict) -> None:
+    """Every ``BRANCH.seed`` seeds NumPy/TF/scikit-learn, which take [0, 2**32 - 1] only."""
+    for branch in cfg.keys():
+        node = cfg[branch]
+        if not isinstance(node, ml_collections.ConfigDict) or "seed" not in node:
+            continue
+        seed = node.seed
+        if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                or not 0 <= seed <= 2**32 - 1):
+            raise ValueError(f"{branch}.seed must be an integer in [0, 2**32 - 1], got "
+                             f"{seed!r}; e.g. {branch}.seed=0")
 
 
 def _merge(into: ml_collections.ConfigDict, src: Mapping[str, Any], prefix: str) -> None:
     for key, value in src.items():
-        path = prefix + key
-        if key not in into:
+        path = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in into:
             valid = ", ".join(sorted(into.keys()))
             raise ValueError(f"config: unknown field {path!r}; valid fields here: {valid}")
         if isinstance(into[key], ml_collections.ConfigDict) and key != "activation_kw":
             if not isinstance(value, Mapping):
-                raise ValueError(f"config: {path} must be a mapping, got {value!r}")
+                raise ValueError(f"config: {path} must be a mapping, got {reprlib.repr(value)}")
             _merge(into[key], value, path + ".")
         else:
             try:
                 into[key] = tuple(value) if isinstance(value, list) else value
             except TypeError as e:  # ConfigDict is typed: "abc" cannot replace a float
-                raise ValueError(f"config: {path} must be a {type(into[key]).__name__}, "
-                                 f"got {value!r}") from e
+                raise ValueError(f"config: {path} must be of type {type(into[key]).__name__}, "
+                                 f"got {reprlib.repr(value)}") from e
 
 
 def config_fields(cfg: Any, branch: str) -> dict[str, Any]:
