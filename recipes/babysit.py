@@ -26,6 +26,7 @@ import keras
 import ml_collections
 import numpy as np
 
+import tuning
 from recipes import (
     configs,
     data,
@@ -38,6 +39,7 @@ from recipes import (
     sanity,
     train,
 )
+from recipes import workdir as wd
 
 #: The procedure's steps, in the order they run. "all" runs every one.
 STEPS = ("sanity", "overfit", "lr_range", "search", "train", "diagnose", "report")
@@ -94,35 +96,99 @@ def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
     """
     cfg = configs.complete(config)
     todo = parse_steps(steps if steps is not None else cfg.babysit.steps)
-    if "train" in todo:
-        train.check_workdir(workdir, cfg, overwrite=overwrite, ignore_fields=_TUNED)
-    elif os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir} is a file; give a directory")
+    request = _request(cfg, todo)
+    _check_workdir(workdir, cfg, todo, overwrite)
     if splits is None:
         splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
                            val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
                            limit=cfg.dataset.limit)
     prepared = train.prepare(cfg, splits=splits)  # every field checked before any step
-    os.makedirs(workdir, exist_ok=True)
+    if "search" in todo:
+        tuning.search.check_space_values(cfg, tuning.space.from_mapping(cfg.search.space, cfg),
+                                         splits)
+    wd.check_space(workdir, train.checkpoint_bytes(prepared.model) + (1 << 20))
+    with wd.locked(workdir):
+        _check_workdir(workdir, cfg, todo, overwrite)  # it may have changed meanwhile
+        state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
+                       model=prepared.model, shown=workdir, request=request)
+        if overwrite and wd.holds_files(workdir) and not _continues(workdir, request):
+            with wd.replacing(workdir, can_continue=lambda d: _continues(d, request, True)) as d:
+                state.workdir = d
+                return _run_steps(state)
+        return _run_steps(state)
 
-    state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
-                   overwrite=overwrite, model=prepared.model)
-    for name in todo:
+
+def _run_steps(state: _State) -> dict[str, Any]:
+    """The steps, in ``state.workdir``; a finished procedure found there is returned as is."""
+    path = os.path.join(state.workdir, "babysit.json")
+    if os.path.exists(path) and io.read_json(path, what="babysit result").get("finished"):
+        return io.read_json(path, what="babysit result")  # a staged run killed before its swap
+    for name in state.todo:
         if state.stopped:
             break
         start = time.time()
         for step in _RUNNERS[name](state):
             step.seconds = round(time.time() - start, 1)
             state.steps.append(step)
-            echo(step.line(len(state.steps), state.expected_lines()))
+            state.echo(step.line(len(state.steps), state.expected_lines()))
             start = time.time()
         _save(state)
-    if state.stopped and "report" in todo and "report" not in state.done:
+    if state.stopped and "report" in state.todo and "report" not in state.done:
         for step in _report(state):
             state.steps.append(step)
-            echo(step.line(len(state.steps), len(state.steps)))
-        _save(state)
+            state.echo(step.line(len(state.steps), len(state.steps)))
+    state.finished = True
+    _save(state)
     return _result(state)
+
+
+def _request(cfg: ml_collections.ConfigDict, todo: list[str]) -> dict[str, Any]:
+    """What a babysit run was asked to do: the config as given and the steps."""
+    return {"config": json.loads(json.dumps(cfg.to_dict(), default=_json_default)),
+            "steps": list(todo)}
+
+
+def _finished(workdir: str) -> str | None:
+    """The file that says ``workdir`` holds a finished run, if any."""
+    path = os.path.join(workdir, "babysit.json")
+    if os.path.exists(path) and io.read_json(path, what="babysit result").get("finished"):
+        return "babysit.json"
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        return "summary.json"
+    return None
+
+
+def _continues(workdir: str, request: dict[str, Any], finished_too: bool = False) -> bool:
+    """Whether ``workdir`` holds this very procedure, unfinished (or finished too)."""
+    path = os.path.join(workdir, "babysit.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        saved = io.read_json(path, what="babysit result")
+    except ValueError:
+        return False
+    if saved.get("finished") and not finished_too:
+        return False
+    return saved.get("request") == request
+
+
+def _check_workdir(workdir: str, cfg: ml_collections.ConfigDict, todo: list[str],
+                   overwrite: bool) -> None:
+    """Refuses a finished workdir without ``overwrite``, whatever the steps (writes nothing).
+
+    Raises:
+        ValueError: the workdir cannot be used, with the fix.
+    """
+    wd.check_path(workdir)
+    if overwrite:
+        return
+    done = _finished(workdir)
+    if done:
+        raise ValueError(f"--workdir {workdir} already holds a finished run ({done}); use a "
+                         "new workdir, or --overwrite to replace it (the old run stays until "
+                         "the new one has finished)")
+    if "train" in todo:
+        train.check_workdir(workdir, cfg, ignore_fields=_TUNED)
 
 
 # Fields the procedure itself sets (lr from the range, search winners): a resumed
@@ -137,8 +203,10 @@ class _State:
     workdir: str
     todo: list[str]
     echo: Callable[[str], None]
-    overwrite: bool = False
     model: Any = None  # the recipe's untrained model, built once to check the config
+    shown: str = ""  # the workdir the user named (state.workdir may be its staged replacement)
+    request: dict[str, Any] = dataclasses.field(default_factory=dict)
+    finished: bool = False
     steps: list[Step] = dataclasses.field(default_factory=list)
     done: set[str] = dataclasses.field(default_factory=set)
     stopped: bool = False
@@ -210,11 +278,6 @@ def _lr_range(state: _State):
 
 def _search(state: _State):
     """Coarse-to-fine random search (tuning), its lr range centred on the lr-range result."""
-    try:
-        import tuning
-    except ImportError:  # pragma: no cover - the tuning package ships with babysit
-        yield Step("search", None, "skipped: the tuning package is not installed")
-        return
     cfg = state.cfg
     if state.lr_result is not None and state.lr_result.range is not None:
         lo, hi = state.lr_result.range
@@ -244,7 +307,7 @@ def _train(state: _State):
     """Full training with the chosen settings and every monitor on."""
     recorder = lr_range.BatchLossRecorder()
     summary = train.run(state.cfg, state.workdir, splits=state.splits,
-                        overwrite=state.overwrite, extra_callbacks=[recorder])
+                        extra_callbacks=[recorder])
     state.summary = summary
     state.batch_losses = [float(v) for v in recorder.losses]
     io.write_json(os.path.join(state.workdir, "batch_losses.json"), state.batch_losses)
@@ -297,7 +360,9 @@ def _report(state: _State):
     paths = report.write(state.workdir, _context(state))
     shot = os.path.join(state.workdir, "plots", "report.png")
     rendered = report.render_screenshot(paths["html"], shot)
-    yield Step("report", None, f"{paths['html']}" + (f" (screenshot {shot})" if rendered else ""))
+    html = os.path.join(state.shown, os.path.relpath(paths["html"], state.workdir))
+    shown_shot = os.path.join(state.shown, os.path.relpath(shot, state.workdir))
+    yield Step("report", None, html + (f" (screenshot {shown_shot})" if rendered else ""))
     state.done.add("report")
 
 
@@ -402,6 +467,8 @@ def _save(state: _State) -> None:
 def _result(state: _State) -> dict[str, Any]:
     return {"steps": [dataclasses.asdict(s) for s in state.steps],
             "stopped": state.stopped,
+            "finished": state.finished,
+            "request": state.request,
             "summary": state.summary or {},
             "findings": diagnose.to_dict(state.findings) if state.findings else [],
             "config": json.loads(json.dumps(state.cfg.to_dict(), default=_json_default))}

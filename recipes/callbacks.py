@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from recipes import io, optimizers
@@ -242,8 +243,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)) or not self._better(float(value)):
             return
         self.best, self.best_epoch = float(value), epoch + 1
-        with io.atomic_path(self.path, suffix=".keras") as tmp:
-            self.model.save(tmp)
+        params = sum(int(np.prod(v.shape)) for v in self.model.weights)
+        io.write_with(self.path, self.model.save, suffix=".keras", need=12 * params)
 
 
 # --- monitors (recipes/monitors.py), re-exported: DESIGN.md names them recipes.callbacks.* --

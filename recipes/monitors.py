@@ -635,6 +635,31 @@ class FirstLayerWeights(keras.callbacks.Callback):
         self.paths.append(path)
 
 
+def check_applicable(cfg: Any, model: keras.Model) -> None:
+    """Refuses monitors that the ``monitor`` config turns on but ``model`` cannot feed.
+
+    Called before a run writes anything, so that a monitor fails before the first epoch,
+    not after the config and preprocessing are on disk.
+
+    Raises:
+        ValueError: naming the field, what the model lacks and the flag that turns it off.
+    """
+    c = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+    every = int(c.get("activations_every", 0))
+    if every > 0 and not models_inspect.activation_layers(model):
+        raise ValueError(f"monitor.activations_every={every}: model {model.name!r} has no "
+                         f"hidden activation layers (named {models_inspect.ACT_PREFIX!r}*) to "
+                         "watch, e.g. a linear classifier with model.hidden=(); set "
+                         "--config.monitor.activations_every=0")
+    every = int(c.get("first_layer_every", 0))
+    if every > 0:
+        try:
+            first_kernel_layer(model)
+        except ValueError as e:
+            raise ValueError(f"monitor.first_layer_every={every}: {e}; set "
+                             "--config.monitor.first_layer_every=0") from None
+
+
 # -- from the config tree ----------------------------------------------------------------------
 
 def callbacks(cfg: Any, *, probe_x: Any = None, workdir: str | None = None,

@@ -42,6 +42,7 @@ from recipes import (
     schedules,
     tta,
 )
+from recipes import workdir as wd
 
 #: Fields that may differ between a run and its resumption (they change no result).
 _RESUME_IGNORED = (("train", "verbose"),)
@@ -115,6 +116,9 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
                       jit_compile=_jit(cfg.train.jit_compile))
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             _build_before_fit(model, train_ds)
+    monitors.check_applicable(cfg.monitor, model)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _check_forward(model, train_ds, num_classes)
     return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy, epoch_seed)
 
 
@@ -125,32 +129,76 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     Run again with the same config and workdir after a crash or kill, it resumes from the
     last finished epoch (``BackupAndRestore``). A workdir holding a finished run is never
     overwritten unless ``overwrite=True``; one holding an unfinished run of another config
-    is refused.
+    is refused. ``overwrite=True`` builds the new run beside the old one
+    (``recipes.workdir.replacing``) and swaps it in only once it has finished: until then the
+    old run stays whole, and a failed or killed replacement leaves it exactly as it was.
+    The workdir is locked while the run goes on.
 
     Args:
         config: a full or partial config tree (ConfigDict or nested dict).
         workdir: the run's directory (created if missing).
         splits: already-loaded data instead of ``config.dataset``.
-        overwrite: replace a finished run in ``workdir``.
+        overwrite: replace what ``workdir`` holds once this run has finished.
         extra_callbacks: more Keras callbacks for ``fit`` (e.g. from ``recipes.babysit``).
 
     Returns:
         The summary (also written to ``summary.json``).
 
     Raises:
-        ValueError: a bad config field, bad data, or a workdir that cannot be used.
+        ValueError: a bad config field, bad data, or a workdir that cannot be used (nothing
+            is written then); ``recipes.workdir.WorkdirBusy`` when another process runs in it.
+        OSError: a write failed (disk full), naming the file; the last epoch stays resumable.
     """
     start = time.time()
     p = prepare(config, splits=splits)
     cfg = p.config
     check_workdir(workdir, cfg, overwrite=overwrite)
-    history_path = os.path.join(workdir, "history.csv")
-    cbs = _callbacks(p, workdir, history_path, extra_callbacks or [])  # checks their fields
+    wd.check_space(workdir, checkpoint_bytes(p.model) + _SPACE_MARGIN, "a checkpoint")
+    _callbacks(p, workdir, os.path.join(workdir, "history.csv"), extra_callbacks or [])
+    with wd.locked(workdir):
+        check_workdir(workdir, cfg, overwrite=overwrite)  # it may have changed meanwhile
+        if overwrite and wd.holds_files(workdir) and not _continues(workdir, cfg):
+            with wd.replacing(workdir, can_continue=lambda d: _continues(d, cfg, True)) as d:
+                summary = _train_in(p, d, extra_callbacks or [], start, shown=workdir)
+        else:
+            summary = _train_in(p, workdir, extra_callbacks or [], start, shown=workdir)
+    return summary
 
-    os.makedirs(workdir, exist_ok=True)
+
+_SPACE_MARGIN = 1 << 20  # history, plots, TensorBoard events of a short run
+
+
+def checkpoint_bytes(model: keras.Model) -> int:
+    """About the size of ``model.keras`` for this model: weights and two optimizer slots."""
+    return 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights) + (64 << 10)
+
+
+def _continues(directory: str, cfg: ml_collections.ConfigDict, finished_too: bool = False,
+               ignored: tuple[tuple[str, str], ...] = ()) -> bool:
+    """Whether ``directory`` holds this config's run, unfinished (or finished too)."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.exists(config_path):
+        return False
+    if os.path.exists(os.path.join(directory, "summary.json")) and not finished_too:
+        return False
+    try:
+        old = io.read_json(config_path, what="config")
+    except ValueError:
+        return False
+    ignored = _RESUME_IGNORED + tuple(ignored)
+    return _comparable(old, ignored) == _comparable(cfg.to_dict(), ignored)
+
+
+def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: str
+              ) -> dict[str, Any]:
+    """The run itself, in ``workdir`` (the user's, or a staged replacement of ``shown``)."""
+    cfg = p.config
+    summary_path = os.path.join(workdir, "summary.json")
+    if os.path.exists(summary_path):  # a staged replacement finished, killed before its swap
+        return io.read_json(summary_path, what="summary")
+    history_path = os.path.join(workdir, "history.csv")
+    cbs = _callbacks(p, workdir, history_path, extra)
     io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
-    if overwrite:  # replace means start afresh, never resume another run's backup
-        shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
     io.write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
     p.preprocessor.save(workdir)
     fit_start = time.time()
@@ -163,16 +211,25 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     summary = _summarize(p, rows, fit_seconds=fit_seconds)
     if exploded:
         summary["stopped_reason"] = exploded
-    with io.atomic_path(os.path.join(workdir, "model.keras"), suffix=".keras") as tmp:
-        p.model.save(tmp)
+    save_model(p.model, os.path.join(workdir, "model.keras"))
     summary["total_seconds"] = round(time.time() - start, 2)
-    io.write_json(os.path.join(workdir, "summary.json"), summary)
+    io.write_json(summary_path, summary)
     shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
     if cfg.train.verbose:
         print(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
               f"after {summary['epochs']} epochs in {summary['fit_seconds']:.1f} s; "
-              f"artifacts in {workdir}")
+              f"artifacts in {shown}")
     return summary
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """Saves ``model`` to the ``.keras`` file ``path`` atomically, if the disk has room.
+
+    Raises:
+        OSError: not enough space (checked first: h5py can crash, not raise, on a full
+            disk) or the write failed, naming ``path``; the old file stays as it was.
+    """
+    io.write_with(path, model.save, suffix=".keras", need=checkpoint_bytes(model))
 
 
 def config_callbacks(p: Prepared) -> list[keras.callbacks.Callback]:
@@ -277,8 +334,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch{self._current_epoch:05d}.weights.h5"
-        with io.atomic_path(os.path.join(self.backup_dir, name), suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp, overwrite=True)
+        path = os.path.join(self.backup_dir, name)
+        io.write_with(path, lambda tmp: self.model.save_weights(tmp, overwrite=True),
+                      suffix=".weights.h5", need=checkpoint_bytes(self.model) // 3 + (64 << 10))
         old = self._metadata()
         if not old:
             previous = None
@@ -318,12 +376,37 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 raise ValueError(f"{self.backup_dir} holds epochs {sorted(saved)}, but another "
                                  f"worker's backup is at epoch {epoch}; move every worker's "
                                  "backup directory away (training restarts from epoch 1)")
+            saved = {e: w for e, w in saved.items() if e <= epoch}
         if saved[epoch] is None:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, saved[epoch]))
-        self.model._initial_epoch = epoch
+        self.model._initial_epoch = self._load_newest_readable(saved)
+
+    def _load_newest_readable(self, saved: dict[int, str | None]) -> int:
+        """Loads the newest backup that reads back; an unreadable newest falls back once.
+
+        Returns:
+            The epoch loaded.
+
+        Raises:
+            ValueError: every kept backup is unreadable, naming the files and the fix.
+        """
+        errors = []
+        for epoch in sorted((e for e in saved if saved[e]), reverse=True):
+            path = os.path.join(self.backup_dir, saved[epoch])
+            try:
+                self.model.load_weights(path)
+            except Exception as e:  # noqa: BLE001 - h5py/Keras raise many types on damage
+                errors.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
+                continue
+            if errors:
+                print(f"warning: the newest backup is unreadable: {errors[0]}; resuming from "
+                      f"epoch {epoch} instead", file=sys.stderr, flush=True)
+            return epoch
+        raise ValueError(f"every backup in {self.backup_dir} is unreadable: "
+                         f"{'; '.join(errors)}; move {self.backup_dir} away to restart "
+                         "training from epoch 1")
 
 
 def _oldest_epoch_of_all_workers(strategy: tf.distribute.Strategy, epoch: int) -> int:
@@ -433,6 +516,27 @@ def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
 
 
+def _check_forward(model: keras.Model, train_ds: tf.data.Dataset, num_classes: int) -> None:
+    """Runs the model once on two training examples, before any file is written.
+
+    Raises:
+        ValueError: the forward pass fails, or the output is not (batch, num_classes).
+    """
+    spec = train_ds.element_spec[0]
+    if any(d is None for d in spec.shape[1:]):
+        return  # variable-size inputs: the first batch of fit will tell
+    x = tf.zeros((2, *spec.shape[1:]), spec.dtype)  # zeros: no random state is consumed
+    try:
+        out = model(x, training=False)
+    except Exception as e:  # noqa: BLE001 - a shape or dtype error from any layer
+        raise ValueError(f"model.arch={model.name}: a forward pass on a batch of shape "
+                         f"{tuple(x.shape)} failed ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]}); check the model fields") from None
+    if tuple(out.shape[1:]) != (num_classes,):
+        raise ValueError(f"model.arch={model.name}: outputs of shape {tuple(out.shape[1:])} "
+                         f"per example, but the data has {num_classes} classes")
+
+
 def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:
     """Test-time crops need a known mode and image inputs (PCA flattens them)."""
     mode = cfg.evaluate.tta
@@ -463,26 +567,21 @@ def check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bo
     Raises:
         ValueError: the workdir cannot be used, with the fix.
     """
-    if not workdir:
-        raise ValueError("--workdir is required: give a directory for the run's artifacts")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir} is a file; give a directory")
-    parent = workdir if os.path.isdir(workdir) else _existing_parent(workdir)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--workdir {workdir}: {parent} is not writable; choose another "
-                         "directory")
+    wd.check_path(workdir)
     if overwrite:
         return
     if os.path.exists(os.path.join(workdir, "summary.json")):
         raise ValueError(f"--workdir {workdir} already holds a finished run (summary.json); "
-                         "use a new workdir, or --overwrite to replace it")
+                         "use a new workdir, or --overwrite to replace it (the old run stays "
+                         "until the new one has finished)")
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         old = io.read_json(config_path, what="config")
         ignored = _RESUME_IGNORED + tuple(ignore_fields)
         if _comparable(old, ignored) != _comparable(cfg.to_dict(), ignored):
             raise ValueError(f"--workdir {workdir} holds an unfinished run of another config; "
-                             "rerun with the same config to resume it, or use a new workdir")
+                             "rerun with the same config to resume it, use a new workdir, or "
+                             "--overwrite to replace it")
 
 
 def _comparable(tree: Mapping[str, Any], ignored: tuple[tuple[str, str], ...]) -> str:
@@ -490,13 +589,6 @@ def _comparable(tree: Mapping[str, Any], ignored: tuple[tuple[str, str], ...]) -
     for branch, field in ignored:
         tree.get(branch, {}).pop(field, None)
     return json.dumps(tree, sort_keys=True)
-
-
-def _existing_parent(path: str) -> str:
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def _build_before_fit(model: keras.Model, train_ds: tf.data.Dataset) -> None:

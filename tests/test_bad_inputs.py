@@ -369,7 +369,8 @@ def test_disk_full_during_a_run_keeps_the_finished_history(tmp_path, monkeypatch
     with pytest.raises(OSError):
         train.run(cfg, str(workdir))
     monkeypatch.undo()
-    leftovers = [n for n in os.listdir(workdir) if n.startswith(".") or n.endswith(".tmp")]
+    leftovers = [n for n in os.listdir(workdir)
+                 if (n.startswith(".") and n != ".lock") or n.endswith(".tmp")]
     assert leftovers == []
     assert len(io.read_csv(str(workdir / "history.csv"))) == 2
     assert not (workdir / "summary.json").exists()
@@ -447,3 +448,47 @@ def test_saved_json_helpers_do_not_hide_corruption(tmp_path):
     path.write_bytes(json.dumps({"a": 1}).encode()[:-2])
     with pytest.raises(ValueError, match="half-written"):
         io.read_json(str(path), what="summary")
+
+
+# -- refused before the first byte, from the command lines (exit 2, one line, no workdir) ---
+
+CLI_CASES = [
+    ("recipes.train", ["--config.model.hidden=()"], "monitor.activations_every=1"),
+    ("recipes.babysit", ["--config.model.hidden=()"], "monitor.activations_every=1"),
+    ("tuning.search", ["--space=model.activation=choice:relu|relu6x", "--trials=2"],
+     "search.space: model.activation=relu6x"),
+    ("tuning.search", ["--space=model.dropout=uniform:0.1:1.5", "--trials=2"],
+     "search.space: model.dropout=1.5"),
+]
+
+
+@pytest.mark.parametrize("module, args, needle", CLI_CASES,
+                         ids=[f"{m}:{a[0]}" for m, a, _ in CLI_CASES])
+def test_cli_refuses_before_writing(tmp_path, module, args, needle):
+    workdir = tmp_path / "w"
+    proc = run_cli(module, "--config=digits_mlp:quick", f"--workdir={workdir}", *args)
+    _assert_usage_error(proc, module, needle)
+    assert not workdir.exists()
+
+
+def test_cli_workdir_on_a_pseudo_filesystem():
+    from recipes import workdir
+
+    if workdir.filesystem_type("/proc") != "proc":
+        pytest.skip("/proc is not procfs here")
+    proc = run_cli("recipes.train", "--config=digits_mlp:quick", "--workdir=/proc/babysit_w")
+    _assert_usage_error(proc, "recipes.train", "pseudo filesystem")
+
+
+@pytest.mark.parametrize("error, path", [
+    (OSError(errno.ENOSPC, "No space left on device", "/r/w/history.csv"), "/r/w/history.csv"),
+    (RuntimeError("Can't close file (file write failed: filename = '/r/w/a.h5', errno = 28, "
+                  "error message = 'No space left on device')"), "/r/w/a.h5"),
+    (Exception("/r/w/tensorboard/events.out; No space left on device"),
+     "/r/w/tensorboard/events.out"),
+])
+def test_a_full_disk_from_any_library_is_named(error, path):
+    assert io.is_disk_full(error)
+    line = io.describe_os_error(io.as_os_error(error))
+    assert line.startswith(f"{path}: No space left on device") and "run the same command" in line
+    assert not io.is_disk_full(RuntimeError("shape mismatch"))

@@ -21,6 +21,7 @@ import time
 import pytest
 
 from recipes import io
+from recipes import workdir as wd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 6
@@ -30,13 +31,13 @@ TIMINGS = ("fit_seconds", "seconds_per_epoch", "total_seconds")
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)$", re.M)
 
 
-def start(workdir, log):
+def start(workdir, log, *extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
     # A shell's background job (and some CI runners) start with SIGINT ignored, and a child
     # inherits that: Python then installs no KeyboardInterrupt handler. Restore the default
     # so the run sees Ctrl-C as a terminal user's would.
-    return subprocess.Popen([sys.executable, "-m", "recipes.train", *ARGS, f"--workdir={workdir}"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", "recipes.train", *ARGS, f"--workdir={workdir}",
+                             *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=_default_sigint)
 
 
@@ -132,6 +133,61 @@ def test_train_survives_random_sigkills_bit_for_bit(reference, tmp_path):
     # A kill loses at most the epoch it interrupted.
     assert EPOCHS <= epochs_run <= EPOCHS + kills, (epochs_run, kills, moments, per_attempt)
     _assert_same_result(workdir, reference_dir)
+
+
+def snapshot(directory):
+    """{relative path: bytes} of every file under ``directory`` but the lock file."""
+    out = {}
+    for base, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(base, name)
+            if os.path.relpath(path, directory) != wd.LOCK_NAME:
+                with open(path, "rb") as f:
+                    out[os.path.relpath(path, directory)] = f.read()
+    return out
+
+
+@pytest.mark.slow  # 8 killed starts of the command and a finishing one: ~1 min on 2 cores
+def test_killed_overwrite_never_touches_the_finished_run(reference, tmp_path):
+    reference_dir, seconds = reference
+    workdir = str(tmp_path / "run")
+    old_args = ["--config=digits_mlp:quick", "--config.train.epochs=2", "--verbose=0",
+                f"--workdir={workdir}"]
+    proc = subprocess.run([sys.executable, "-m", "recipes.train", *old_args], cwd=ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = snapshot(workdir)
+    stage = wd.staging_path(workdir)
+    rng = random.Random(2024)
+    # Eight seeded moments: start-up, a random time, a random delay after the k-th epoch's
+    # row of the staged run appears, and right after its last row (final evaluation, save,
+    # the swap itself).
+    moments = [(0, 0.3), (0, rng.uniform(1.0, 0.6 * seconds)),
+               *((k, rng.uniform(0.0, 0.5)) for k in (1, 2, 3, 4, 5)), (EPOCHS, 0.0)]
+    log_path = str(tmp_path / "log")
+    kills = 0
+    for rows_needed, delay in moments:
+        with open(log_path, "w") as log:
+            proc = start(workdir, log, "--overwrite")
+            killed = kill_when(proc, lambda n=rows_needed: len(rows_of(stage)) >= n, delay)
+            code = proc.wait(timeout=120)
+        now = snapshot(workdir)
+        if now != before:  # swapped in before the kill landed (or the run ended): whole
+            assert json.loads(now["summary.json"])["epochs"] == EPOCHS, (code, killed)
+            assert not os.path.exists(os.path.join(stage, wd.STAGED_MARK))
+            break
+        kills += killed
+    assert kills >= 6, kills
+    if not os.path.exists(stage) and snapshot(workdir) == before:
+        pytest.fail("no staged run after the kills")
+    if os.path.exists(stage) or os.path.exists(os.path.join(workdir, wd.STAGED_MARK)):
+        with open(log_path, "w") as log:  # the same command continues (or tidies up)
+            assert start(workdir, log, "--overwrite").wait(timeout=300) == 0, \
+                open(log_path).read()[-3000:]
+    _assert_same_result(workdir, reference_dir)
+    parent, name = os.path.split(workdir)
+    assert [e for e in os.listdir(parent) if e.startswith(f".{name}.")] == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -280,7 +280,7 @@ def plot_lr_reg(records: Sequence[Mapping[str, Any]],
 # -- best_config ---------------------------------------------------------------------------
 
 def write_best_config(workdir: str, cfg: ml_collections.ConfigDict,
-                      best: Mapping[str, Any]) -> tuple[str, str]:
+                      best: Mapping[str, Any], *, shown: str | None = None) -> tuple[str, str]:
     """Writes ``best_config.json`` and ``best_config.py`` (``get_config()`` → the same tree).
 
     ``python -m recipes.train --config=WORKDIR/best_config.py`` trains it as it is; the .py
@@ -290,6 +290,8 @@ def write_best_config(workdir: str, cfg: ml_collections.ConfigDict,
         workdir: the search's directory.
         cfg: the full config tree with the best values applied.
         best: the best trial's record (for the docstring).
+        shown: the directory the files will end up in, for the docstring (default
+            ``workdir``; a staged ``--overwrite`` search writes elsewhere first).
 
     Returns:
         The two paths.
@@ -298,13 +300,15 @@ def write_best_config(workdir: str, cfg: ml_collections.ConfigDict,
     json_path = os.path.join(workdir, "best_config.json")
     py_path = os.path.join(workdir, "best_config.py")
     io.write_json(json_path, tree)
-    shown = ", ".join(f"{p}={_fmt(v)}" for p, v in best.get("values", {}).items())
+    home = os.path.abspath(shown or workdir)
+    values = ", ".join(f"{p}={_fmt(v)}" for p, v in best.get("values", {}).items())
     acc = best.get("val_accuracy")
     text = (
-        f'"""The best config of the search in {os.path.abspath(workdir)}.\n\n'
-        f"Best trial: {shown}; val accuracy {acc if acc is None else f'{acc:.4f}'} "
+        f'"""The best config of the search in {home}.\n\n'
+        f"Best trial: {values}; val accuracy {acc if acc is None else f'{acc:.4f}'} "
         f"(stage {best.get('stage')}, {best.get('epochs_run')} epochs).\n"
-        f"Command: ``python -m recipes.train --config={py_path} --workdir=DIR``\n"
+        f"Command: ``python -m recipes.train --config={os.path.join(home, 'best_config.py')} "
+        "--workdir=DIR``\n"
         '"""\n\n'
         "from recipes import configs\n\n"
         f"TREE = {pprint.pformat(tree, indent=1, width=96, sort_dicts=False)}\n\n\n"

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 import sys
 import time
@@ -41,7 +40,8 @@ import keras
 import keras_tuner as kt
 import ml_collections
 
-from recipes import configs, data, io
+from recipes import configs, data, io, train
+from recipes import workdir as wd
 from recipes.diagnose import EDGE_MARGIN
 from tuning import hypermodel as hm_lib
 from tuning import results
@@ -508,29 +508,60 @@ def _distribution(role: str | None, oracle: str | None, tuner_id: str | None
 
 
 def _check_request(workdir: str, request: dict[str, Any], overwrite: bool) -> None:
-    """Refuses to resume a workdir that holds another search; clears it on ``overwrite``.
+    """Refuses a workdir that holds another search (or a finished one) unless ``overwrite``.
 
-    The caller writes ``request`` to ``search.json`` once the data are loaded.
+    Writes nothing: with ``overwrite`` the new search is staged beside the old one and
+    swapped in once it has finished (``recipes.workdir.replacing``).
     """
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir} is a file; give a directory")
+    wd.check_path(workdir)
     path = os.path.join(workdir, "search.json")
     if overwrite:
-        shutil.rmtree(os.path.join(workdir, "kt"), ignore_errors=True)
-        shutil.rmtree(os.path.join(workdir, "plots"), ignore_errors=True)
-        for name in _FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(workdir, name))
-    elif os.path.exists(path):
+        return
+    if os.path.exists(path):
         old = io.read_json(path, what="search request")
         diff = _differences(old, request)
         if diff:
             raise ValueError(f"--workdir {workdir} holds another search (differs in "
                              f"{', '.join(diff)}); rerun the same command to resume it, use "
-                             "a new workdir, or --overwrite to start over")
+                             "a new workdir, or --overwrite to replace it once the new "
+                             "search has finished")
     elif os.path.isdir(os.path.join(workdir, "kt")):
         raise ValueError(f"--workdir {workdir} holds KerasTuner state but no search.json; "
                          "use a new workdir or --overwrite")
+
+
+def _continues(directory: str, request: dict[str, Any], finished_too: bool = False) -> bool:
+    """Whether ``directory`` holds this very search, unfinished (or finished too)."""
+    path = os.path.join(directory, "search.json")
+    if not os.path.exists(path):
+        return False
+    if os.path.exists(os.path.join(directory, "result.json")) and not finished_too:
+        return False
+    try:
+        return not _differences(io.read_json(path, what="search request"), request)
+    except ValueError:
+        return False
+
+
+def check_space_values(cfg: ml_collections.ConfigDict, space: space_lib.Space,
+                       splits: data.Splits) -> None:
+    """Builds a run at every edge of the space before the search writes anything.
+
+    Each ``choice`` member and both bounds of every range are set into the config and
+    prepared (``recipes.train.prepare``: data pipeline, model, optimizer, schedule), so a bad
+    value fails now, naming it, rather than when a trial happens to draw it.
+
+    Raises:
+        ValueError: ``search.space: PATH=VALUE ...: the reason``.
+    """
+    for path, value in space_lib.edge_values(space):
+        if path in _DATA_FIELDS:
+            continue  # each trial loads its own data; data.load checks these
+        try:
+            train.prepare(space_lib.apply(cfg, {path: value}), splits=splits)
+        except ValueError as e:
+            raise ValueError(f"search.space: {path}={space_lib.value_text(value)} is not a "
+                             f"valid value: {e}") from None
 
 
 def _check_state(project_dir: str, index: int) -> None:
@@ -605,6 +636,7 @@ class _Run:
         self.done: list[dict[str, Any]] = []  # records of the finished stages
         self.factor = float(cfg.monitor.explosion_factor)
         self.ended_here = 0  # trials this process finished (for _RECYCLE)
+        self.shown = workdir  # the user's workdir (self.workdir may be its staged copy)
 
     # -- per trial (oracle hook: local process or chief) --
     def _stage_records(self, oracle: kt.Oracle, index: int) -> list[dict[str, Any]]:
@@ -797,24 +829,39 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
     request = {"config": _request_config(cfg), "space": space_lib.to_string(space),
                "stages": [[s.trials, s.epochs] for s in stages], "strategy": strategy,
                "keep_top": keep_top, "seed": seed, "margin": margin}
-    if role == "worker":
-        os.makedirs(workdir, exist_ok=True)
-    else:
+    if role != "worker":
         _check_request(workdir, request, overwrite)
     if splits is None and role != "chief" and not any(p in space for p in _DATA_FIELDS):
         splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
                            val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
                            limit=cfg.dataset.limit)
-    if role != "worker":  # written once the data loaded: a bad dataset leaves no trace
-        os.makedirs(workdir, exist_ok=True)
-        io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
-        io.write_json(os.path.join(workdir, "search.json"), request)
+    if splits is not None:
+        check_space_values(cfg, space, splits)
     run = _Run(cfg, stages, workdir=workdir, strategy=strategy, splits=splits, seed=seed,
                verbose=verbose, role=role, host=host, port=port, tuner_id=tuner_id,
                keep_top=keep_top, margin=margin)
     run.params = list(space)
     run.names = results.short_names(run.params)
+    run.shown = workdir  # the path to print: run.workdir may become a staged replacement
+    if role == "worker":  # shares the chief's workdir: the chief holds its lock
+        os.makedirs(workdir, exist_ok=True)
+        return _search_in(run, space, request)
+    with wd.locked(workdir):
+        _check_request(workdir, request, overwrite)  # it may have changed meanwhile
+        if overwrite and wd.holds_files(workdir) and not _continues(workdir, request):
+            with wd.replacing(workdir, can_continue=lambda d: _continues(d, request, True)) as d:
+                run.workdir = d
+                return _search_in(run, space, request)
+        return _search_in(run, space, request)
 
+
+def _search_in(run: _Run, space: space_lib.Space, request: dict[str, Any]) -> SearchResult:
+    """The search's stages, in ``run.workdir`` (the user's, or a staged replacement)."""
+    workdir, role, stages, verbose = run.workdir, run.role, run.stages, run.verbose
+    strategy, keep_top, margin = run.strategy, run.keep_top, run.margin
+    if role != "worker":
+        io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
+        io.write_json(os.path.join(workdir, "search.json"), request)
     stage_info: list[dict[str, Any]] = []
     warnings_: list[str] = []
     current = space
@@ -871,7 +918,7 @@ def _finish(run: _Run, stage_info: list[dict[str, Any]], warnings_: list[str],
             warnings_.append(n.message)
             _warn(n.message, run.verbose)
         best_config = space_lib.apply(run.cfg, best["values"])
-        results.write_best_config(workdir, best_config, best)
+        results.write_best_config(workdir, best_config, best, shown=run.shown)
     plots_dir = os.path.join(workdir, "plots")
     try:
         results.plot_params(recs, stage_info[0]["ranges"], plots_dir)
@@ -879,7 +926,7 @@ def _finish(run: _Run, stage_info: list[dict[str, Any]], warnings_: list[str],
                             os.path.join(plots_dir, "lr_reg.png"))
     except Exception as e:  # noqa: BLE001 - a plot must never lose a finished search
         logger.warning("search plots failed: %s: %s", type(e).__name__, e)
-    result = SearchResult(best_config, best, recs, stage_info, warnings_, lines, workdir)
+    result = SearchResult(best_config, best, recs, stage_info, warnings_, lines, run.shown)
     io.write_json(os.path.join(workdir, "result.json"), {
         "best": best, "edge_warnings": warnings_, "epochs_spent": result.epochs_spent,
         "trials": len([r for r in recs if r["status"] != "running"]),
@@ -892,7 +939,7 @@ def _finish(run: _Run, stage_info: list[dict[str, Any]], warnings_: list[str],
     if run.verbose and best is not None:
         print(f"best: {results.line(best, totals[best['stage']], run.names)} "
               f"(stage {best['stage']}); {result.epochs_spent:g} trial-epochs; "
-              f"best config: {os.path.join(workdir, 'best_config.py')}", flush=True)
+              f"best config: {os.path.join(run.shown, 'best_config.py')}", flush=True)
     return result
 
 
@@ -989,9 +1036,10 @@ def _cli(cfg: ml_collections.ConfigDict, flags: Any) -> None:
     verbose = 0 if flags.verbose == 0 else 1
     if flags.recycle_every < 0:
         raise ValueError(f"--recycle_every must be >= 0 (0 = never), got {flags.recycle_every}")
-    # After a restart the search must resume, not start over: drop --overwrite.
+    # A restart re-runs the same command, --overwrite included: an unfinished search of the
+    # same request resumes where it is, in the workdir or in its staged replacement.
     _RECYCLE.update(every=flags.recycle_every, verbose=bool(verbose),
-                    argv=[a for a in _RECYCLE["cli_argv"][1:] if not a.startswith("--overwrite")])
+                    argv=list(_RECYCLE["cli_argv"][1:]))
     try:
         coarse_to_fine(cfg, flags.space or s.space, stages,
                        keep_top=flags.keep_top if flags.keep_top is not None else int(s.keep_top),

@@ -396,6 +396,26 @@ def _dimension(dist: str, kind: type, path: str, default: Any) -> Dimension:
     return IntUniform(lo, hi, log)
 
 
+def edge_values(space: Mapping[str, Dimension]) -> list[tuple[str, Any]]:
+    """``(path, value)`` for every choice member and both ends of every range.
+
+    A config that takes each of these is checked before a search starts; values inside a
+    range are of the same type and between checked ends.
+    """
+    out: list[tuple[str, Any]] = []
+    for path, dim in space.items():
+        if isinstance(dim, Choice):
+            out += [(path, v) for v in dim.values]
+        else:
+            out += [(path, dim.lo), (path, dim.hi)]
+    return out
+
+
+def value_text(value: Any) -> str:
+    """A value as the space string writes it (``100-50`` for a tuple, ``true``)."""
+    return _text(value)
+
+
 def to_string(space: Mapping[str, Dimension]) -> str:
     """The inverse of :func:`parse`: ``parse(to_string(s)) == s``."""
     return ",".join(f"{path}={dim.spec()}" for path, dim in space.items())
