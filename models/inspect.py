@@ -1,4 +1,4 @@
-"""Activation statistics per hidden layer, and the lecture's plot of them.
+"""Looking inside a model: its layers, activation statistics, a float64 copy.
 
 Lecture: "Weight initialization" (the 10-layer net: per-layer mean and std of the
 activations, and one histogram per layer) and "Babysitting the learning process" (dead ReLUs,
@@ -6,12 +6,17 @@ saturated tanh/sigmoid units).
 
 The builders name every activation layer ``act_*`` (``models.blocks.ACT_PREFIX``); one probe
 model with all those outputs reads every hidden layer's post-activation values in one pass.
+:func:`walk` visits every layer (nested models, wrappers); :func:`custom_layers` names the
+layers that are not Keras's own and :func:`as_float64` copies a model to float64, both for
+the gradient check (CS231n "gradient check": compare in double precision).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,6 +27,74 @@ from models.blocks import ACT_PREFIX
 # |tanh| > 0.99 and sigmoid outside [0.01, 0.99] sit where the gradient is under ~2% of its
 # peak: the flat ends of the lecture's saturation plots.
 SATURATION = 0.99
+
+
+def walk(layer: Any, *, include_self: bool = False) -> Iterator[keras.layers.Layer]:
+    """Every layer inside ``layer``, depth first: nested models' layers and wrapped layers.
+
+    Args:
+        layer: a model or layer.
+        include_self: yield ``layer`` itself first.
+    """
+    if include_self:
+        yield layer
+    for child in getattr(layer, "layers", None) or ():
+        yield from walk(child, include_self=True)
+    inner = getattr(layer, "layer", None)  # wrappers (WeightNormalization)
+    if isinstance(inner, keras.layers.Layer):
+        yield from walk(inner, include_self=True)
+
+
+@contextlib.contextmanager
+def float64() -> Iterator[None]:
+    """Builds layers in float64 inside the block (floatx and the dtype policy), then restores."""
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
+
+
+def custom_layers(model: keras.Model) -> list[str]:
+    """Class names of the layers not from Keras (Maxout, WeightNormalization, user layers)."""
+    names = []
+    for layer in walk(model):
+        if type(layer).__module__.split(".")[0] != "keras" and not isinstance(
+                layer, keras.Model):
+            names.append(type(layer).__name__)
+    return sorted(set(names))
+
+
+def _to_float64(value: Any) -> Any:
+    """A serialized Keras object with every float32 dtype (and dtype policy) made float64."""
+    if isinstance(value, Mapping):
+        out = {k: _to_float64(v) for k, v in value.items()}
+        if out.get("class_name") == "DTypePolicy" and isinstance(out.get("config"), Mapping):
+            out["config"] = {**out["config"], "name": "float64"}
+        for key in ("dtype", "batch_input_shape_dtype"):
+            if out.get(key) in ("float32", "float16", "bfloat16"):
+                out[key] = "float64"
+        return out
+    if isinstance(value, list):
+        return [_to_float64(v) for v in value]
+    return value
+
+
+def as_float64(model: keras.Model) -> keras.Model:
+    """A float64 copy of ``model`` with the same weights (through its serialized config)."""
+    if all(w.dtype in ("float64", "bool", "int32", "int64") for w in model.weights):
+        return model
+    with float64():
+        clone = keras.saving.deserialize_keras_object(
+            _to_float64(keras.saving.serialize_keras_object(model)))
+        if not clone.built:
+            clone.build(model.input_shape)
+    clone.set_weights([w.astype(np.float64) if np.issubdtype(w.dtype, np.floating) else w
+                       for w in model.get_weights()])
+    return clone
 
 
 def activation_layers(model: keras.Model, prefix: str = ACT_PREFIX) -> list[keras.layers.Layer]:

@@ -14,8 +14,6 @@ artifacts, ``report.md`` and ``report.html`` land in ``workdir``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import sys
 import time
@@ -27,6 +25,7 @@ import ml_collections
 import numpy as np
 
 import tuning
+from models import inspect
 from recipes import (
     configs,
     data,
@@ -34,7 +33,7 @@ from recipes import (
     io,
     lr_range,
     pipeline,
-    preprocessing,
+    prepare,
     report,
     sanity,
     train,
@@ -98,11 +97,8 @@ def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
     todo = parse_steps(steps if steps is not None else cfg.babysit.steps)
     request = _request(cfg, todo)
     _check_workdir(workdir, cfg, todo, overwrite)
-    if splits is None:
-        splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
-                           val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
-                           limit=cfg.dataset.limit)
-    prepared = train.prepare(cfg, splits=splits)  # every field checked before any step
+    splits = prepare.load_splits(cfg, splits)
+    prepared = prepare.prepare(cfg, splits=splits)  # every field checked before any step
     if "search" in todo:
         tuning.search.check_space_values(cfg, tuning.space.from_mapping(cfg.search.space, cfg),
                                          splits)
@@ -144,7 +140,7 @@ def _run_steps(state: _State) -> dict[str, Any]:
 
 def _request(cfg: ml_collections.ConfigDict, todo: list[str]) -> dict[str, Any]:
     """What a babysit run was asked to do: the config as given and the steps."""
-    return {"config": json.loads(json.dumps(cfg.to_dict(), default=_json_default)),
+    return {"config": io.json_ready(cfg.to_dict()),
             "steps": list(todo)}
 
 
@@ -227,7 +223,7 @@ def _sanity(state: _State):
     cfg, splits = state.cfg, state.splits
     checks = [sanity.initial_loss, sanity.regularization_raises_loss,
               sanity.input_independent_baseline]
-    if sanity.custom_layers(state.model):
+    if inspect.custom_layers(state.model):
         checks.append(sanity.gradient_check)
     for check in checks:
         result = check(cfg, splits=splits)
@@ -416,9 +412,7 @@ def _context(state: _State) -> dict[str, Any]:
 def _input_images(state: _State, n: int = 32) -> dict[str, Any]:
     """A training batch exactly as it enters the network: augmented, then preprocessed."""
     cfg, splits = state.cfg, state.splits
-    pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess,
-                            pca_components=cfg.dataset.pca_components,
-                            zca_epsilon=cfg.dataset.zca_epsilon)
+    pre = prepare.fit_preprocessor(cfg, splits.train.x)
     probe = ml_collections.ConfigDict(cfg.to_dict())
     probe.train.batch_size = min(n, len(splits.train))
     probe.train.full_batch = False
@@ -471,13 +465,7 @@ def _result(state: _State) -> dict[str, Any]:
             "request": state.request,
             "summary": state.summary or {},
             "findings": diagnose.to_dict(state.findings) if state.findings else [],
-            "config": json.loads(json.dumps(state.cfg.to_dict(), default=_json_default))}
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return list(value) if isinstance(value, tuple) else str(value)
+            "config": io.json_ready(state.cfg.to_dict())}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,7 +49,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from recipes import configs, data, io, losses, optimizers, pipeline, preprocessing
+from models.inspect import walk
+from recipes import configs, data, io, pipeline, prepare, preprocessing
 
 MODES = ("feature_extractor", "finetune")
 BODY = "body"  # name of the nested model holding the reused layers
@@ -266,19 +267,9 @@ def _build(base: Any, num_classes: int, *, cut: str | None, freeze: bool, dropou
     return keras.Model(inputs, outputs, name=f"{model.name}_transfer"), cut_name
 
 
-def _walk(layer: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
-    """``layer`` and every layer inside it (nested models, wrappers)."""
-    yield layer
-    for sub in getattr(layer, "layers", None) or ():
-        yield from _walk(sub)
-    inner = getattr(layer, "layer", None)
-    if isinstance(inner, keras.layers.Layer):
-        yield from _walk(inner)
-
-
 def _freeze_batch_norms(body: keras.Model) -> None:
     """Keras 3 runs a non-trainable BatchNormalization in inference mode, even in ``fit``."""
-    for layer in _walk(body):
+    for layer in walk(body, include_self=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
@@ -393,10 +384,7 @@ def _splits_and_config(
                          f"(dict/ConfigDict) whose dataset branch picks the data, got "
                          f"{type(data_or_config).__name__}")
     cfg = configs.complete(data_or_config)
-    d = cfg.dataset
-    splits = data.load(d.name, data_dir=d.data_dir or None, val_size=d.val_size,
-                       seed=d.seed, limit=d.limit)
-    return splits, cfg
+    return prepare.load_splits(cfg), cfg
 
 
 def _preprocessor(choice: Any, base: Any, splits: data.Splits,
@@ -415,17 +403,12 @@ def _preprocessor(choice: Any, base: Any, splits: data.Splits,
     else:
         raise ValueError(f"preprocessor={choice!r}: use 'auto' (the base workdir's), a fitted "
                          f"recipes.preprocessing.Preprocessor, or one of {preprocessing.METHODS}")
-    return preprocessing.fit(splits.train.x, method,
-                             pca_components=cfg.dataset.pca_components,
-                             zca_epsilon=cfg.dataset.zca_epsilon)
+    return prepare.fit_preprocessor(cfg, splits.train.x, method)
 
 
 def _compile(model: keras.Model, cfg: ml_collections.ConfigDict, lr: float,
              num_classes: int) -> None:
-    model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),
-                  loss=losses.get(cfg.loss, num_classes),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  jit_compile=cfg.train.jit_compile)
+    prepare.compile_model(model, cfg, num_classes=num_classes, learning_rate=lr)
 
 
 def _features(model: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

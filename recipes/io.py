@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -216,6 +217,23 @@ def read_csv(path: str) -> list[dict[str, str]]:
     """Reads a CSV artifact into a list of row dicts (strings)."""
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: mappings with str keys, lists, Python numbers, None.
+
+    Tuples become lists, numpy arrays and scalars Python lists and numbers, and a NaN or an
+    infinity None (JSON has neither). The one sanitizer every artifact goes through.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_ready(value.tolist())  # numpy arrays and scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(obj: Any) -> Any:

@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from recipes import data, sanity
+from recipes import data, io, sanity
 
 EXPLODE_FACTOR = 3.0  # lecture: "cost > 3 * original cost → break out early"
 END_FRACTION = 0.2  # a run's end loss = mean of its last 20 % of steps (batch noise)
@@ -214,7 +214,7 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> dict[str, float]
 
 
 def _finite(values: Any) -> Any:
-    return sanity._json(values)
+    return io.json_ready(values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,7 +112,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _plain(config: Any) -> Any:
     """A ConfigDict (or anything JSON-able) as plain JSON types (tuples become lists)."""
     config = config.to_dict() if hasattr(config, "to_dict") else config
-    return json.loads(json.dumps(config, default=io._json_default))
+    return io.json_ready(config)
 
 
 def _cli_value(v: Any) -> str:

@@ -16,10 +16,9 @@ augmentation, full batch for the overfit run, constant learning rate) and never 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -28,7 +27,15 @@ import numpy as np
 import tensorflow as tf
 
 import models
-from recipes import configs, data, losses, optimizers, pipeline, preprocessing
+from models.heads import (  # noqa: F401 - recipes.sanity.* names, kept public
+    IMBALANCE_RATIO,
+    class_prior_entropy,
+    init_output_bias,
+    logits_layer,
+    priors,
+)
+from models.inspect import as_float64, custom_layers, float64  # noqa: F401 - public here too
+from recipes import configs, data, io, losses, pipeline, prepare, preprocessing
 
 NO_REGULARIZATION = {"model.l1": 0.0, "model.l2": 0.0, "model.dropout": 0.0,
                      "loss.label_smoothing": 0.0}
@@ -41,7 +48,6 @@ BASELINE_MARGIN = 0.1  # real inputs must beat zeroed ones by 10 points of accur
 GRAD_THRESHOLD = 1e-6  # lecture: rel. error < 1e-7 great, 1e-7..1e-5 OK with kinks
 GRAD_STEP = 1e-5  # central-difference h (lecture: h = 1e-5)
 GRAD_FLOOR = 1e-3  # |gradient| below this: judged on absolute error (float64 round-off)
-IMBALANCE_RATIO = 1.5  # largest / smallest class prior above which the bias is set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,21 +74,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-ready dict (non-finite numbers become None)."""
-        return _json(dataclasses.asdict(self))
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
+        return io.json_ready(dataclasses.asdict(self))
 
 
 def _status(passed: bool) -> str:
@@ -124,12 +116,8 @@ def configure(config: Any, changes: Mapping[str, Any] | None = None, *,
 
 
 def load(cfg: ml_collections.ConfigDict, splits: data.Splits | None = None) -> data.Splits:
-    """``splits`` if given, else the dataset ``cfg.dataset`` names (as ``train.prepare``)."""
-    if splits is not None:
-        return splits
-    d = cfg.dataset
-    return data.load(d.name, data_dir=d.data_dir or None, val_size=d.val_size, seed=d.seed,
-                     limit=d.limit)
+    """``splits`` if given, else the dataset ``cfg.dataset`` names (``prepare.load_splits``)."""
+    return splits if splits is not None else prepare.load_splits(cfg)
 
 
 @dataclasses.dataclass
@@ -169,12 +157,7 @@ class Setup:
             if cfg.train.get("prior_bias", False) and cfg.loss.name == "softmax":
                 init_output_bias(model, self.splits.train.y, self.num_classes)  # as prepare
         lr = float(cfg.optimizer.learning_rate if learning_rate is None else learning_rate)
-        jit = cfg.train.jit_compile
-        model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),
-                      loss=losses.get(cfg.loss, self.num_classes),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                      jit_compile=jit if jit in ("auto", True, False) else "auto")
-        return model
+        return prepare.compile_model(model, cfg, num_classes=self.num_classes, learning_rate=lr)
 
 
 def setup(config: Any, splits: data.Splits | None = None,
@@ -186,9 +169,7 @@ def setup(config: Any, splits: data.Splits | None = None,
     check sees exactly what training will see.
     """
     cfg = configure(config, changes, augment=augment, constant_lr=constant_lr)
-    from recipes import train  # train imports this module for init_output_bias
-
-    p = train.prepare(cfg, splits=load(cfg, splits))
+    p = prepare.prepare(cfg, splits=load(cfg, splits))
     shape = pipeline.output_shape(cfg, p.splits.info.input_shape, p.preprocessor)
     return Setup(p.config, p.splits, p.preprocessor, tuple(shape))
 
@@ -230,42 +211,6 @@ def _optimizer_text(cfg: ml_collections.ConfigDict, lr: float | None = None) -> 
 # --- initial loss ---------------------------------------------------------------------------
 
 
-def logits_layer(model: keras.Model) -> keras.layers.Layer | None:
-    """The layer producing the logits: the one named ``logits``, else the last Dense."""
-    layers = list(_walk(model))
-    for layer in layers:
-        if layer.name == "logits" and getattr(layer, "bias", None) is not None:
-            return layer
-    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)
-             and getattr(layer, "bias", None) is not None]
-    return dense[-1] if dense else None
-
-
-def _walk(layer: Any) -> Iterator[keras.layers.Layer]:
-    for child in getattr(layer, "layers", []):
-        yield child
-        inner = getattr(child, "layer", None)  # wrappers (WeightNormalization)
-        if isinstance(inner, keras.layers.Layer):
-            yield inner
-        yield from _walk(child)
-
-
-def class_prior_entropy(y: np.ndarray, num_classes: int) -> float:
-    """The entropy −Σ p_c ln p_c of the label frequencies: the loss of predicting the priors.
-
-    Karpathy 2019, "init well": with the logits' bias at ln p_c and tiny weights, the
-    initial softmax loss is this number (ln C for balanced classes).
-    """
-    p = _priors(y, num_classes)
-    nz = p[p > 0]
-    return float(-np.sum(nz * np.log(nz)))
-
-
-def _priors(y: np.ndarray, num_classes: int) -> np.ndarray:
-    counts = np.bincount(np.asarray(y, dtype=np.int64).ravel(), minlength=num_classes)
-    return counts[:num_classes] / max(counts.sum(), 1)
-
-
 def expected_initial_loss(loss_cfg: Any, y: np.ndarray, num_classes: int,
                           bias: np.ndarray | None = None) -> float:
     """The loss a network with tiny weights has: its scores are the logits' bias alone.
@@ -276,7 +221,7 @@ def expected_initial_loss(loss_cfg: Any, y: np.ndarray, num_classes: int,
     """
     c = configs.config_fields(loss_cfg, "loss")
     b = np.zeros(num_classes) if bias is None else np.asarray(bias, dtype=np.float64)
-    p = _priors(y, num_classes)
+    p = priors(y, num_classes)
     if c["name"] in ("svm", "hinge"):
         margins = np.maximum(0.0, b[None, :] - b[:, None] + c["svm_margin"])  # [true, j]
         np.fill_diagonal(margins, 0.0)
@@ -529,7 +474,7 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
         accs[zero] = _evaluate(model, s.dataset(split.x, split.y, training=False,
                                                 zero_inputs=zero))[1]
     real, zeros = accs[False], accs[True]
-    majority = float(_priors(split.y, s.num_classes).max())
+    majority = float(priors(split.y, s.num_classes).max())
     passed = bool(real >= zeros + margin)
     where = "val" if len(s.splits.val) else "train"
     verdict = (f"{where} accuracy after {epochs} epochs: {real:.1%} on real inputs vs "
@@ -548,87 +493,7 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
 # --- output bias at the class priors --------------------------------------------------------
 
 
-def init_output_bias(model: keras.Model, y_train: np.ndarray, num_classes: int, *,
-                     min_ratio: float = IMBALANCE_RATIO) -> bool:
-    """Sets the logits' bias to the log class priors when the classes are imbalanced.
-
-    Karpathy 2019, "init well": with b_c = ln p_c the untrained softmax predicts the label
-    frequencies, so the initial loss is already their entropy (:func:`class_prior_entropy`)
-    and the first steps are not spent learning the bias (the "hockey stick").
-
-    Args:
-        model: a model whose logits layer (named ``logits``, else the last Dense) has a bias.
-        y_train: the training labels (class ids).
-        num_classes: C.
-        min_ratio: act only when the largest prior is at least this times the smallest.
-
-    Returns:
-        True if the bias was changed; False for balanced classes or no logits bias.
-    """
-    layer = logits_layer(model)
-    if layer is None or tuple(layer.bias.shape) != (num_classes,):
-        return False
-    p = _priors(y_train, num_classes)
-    if p.max() < min_ratio * p.min() and p.min() > 0:
-        return False
-    log_p = np.log(np.maximum(p, 1e-6))  # an absent class: ln 1e-6 ≈ −13.8, not −inf
-    layer.bias.assign((log_p - log_p.mean()).astype(layer.bias.dtype))
-    return True
-
-
 # --- gradient check -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def float64() -> Iterator[None]:
-    """Builds layers in float64 inside the block (floatx and the dtype policy), then restores."""
-    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(old_floatx)
-        keras.config.set_dtype_policy(old_policy)
-
-
-def custom_layers(model: keras.Model) -> list[str]:
-    """Class names of the layers not from Keras (Maxout, WeightNormalization, user layers)."""
-    names = []
-    for layer in _walk(model):
-        if type(layer).__module__.split(".")[0] != "keras" and not isinstance(
-                layer, keras.Model):
-            names.append(type(layer).__name__)
-    return sorted(set(names))
-
-
-def _to_float64(value: Any) -> Any:
-    """A serialized Keras object with every float32 dtype (and dtype policy) made float64."""
-    if isinstance(value, Mapping):
-        out = {k: _to_float64(v) for k, v in value.items()}
-        if out.get("class_name") == "DTypePolicy" and isinstance(out.get("config"), Mapping):
-            out["config"] = {**out["config"], "name": "float64"}
-        for key in ("dtype", "batch_input_shape_dtype"):
-            if out.get(key) in ("float32", "float16", "bfloat16"):
-                out[key] = "float64"
-        return out
-    if isinstance(value, list):
-        return [_to_float64(v) for v in value]
-    return value
-
-
-def as_float64(model: keras.Model) -> keras.Model:
-    """A float64 copy of ``model`` with the same weights (through its serialized config)."""
-    if all(w.dtype in ("float64", "bool", "int32", "int64") for w in model.weights):
-        return model
-    with float64():
-        clone = keras.saving.deserialize_keras_object(
-            _to_float64(keras.saving.serialize_keras_object(model)))
-        if not clone.built:
-            clone.build(model.input_shape)
-    clone.set_weights([w.astype(np.float64) if np.issubdtype(w.dtype, np.floating) else w
-                       for w in model.get_weights()])
-    return clone
 
 
 def gradient_check(model_or_config: Any, *, splits: data.Splits | None = None,

@@ -12,7 +12,6 @@ nothing is written before the config, the data and the model have all been check
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -27,99 +26,18 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-import models
 from recipes import callbacks as bcallbacks
-from recipes import (
-    configs,
-    data,
-    io,
-    losses,
-    monitors,
-    optimizers,
-    pipeline,
-    preprocessing,
-    sanity,
-    schedules,
-    tta,
-)
+from recipes import configs, data, io, monitors, optimizers, pipeline, schedules, tta
 from recipes import workdir as wd
+from recipes.prepare import (  # noqa: F401 - recipes.train.prepare & co. keep working
+    Prepared,
+    jit_compile,
+    prepare,
+    set_op_determinism,
+)
 
 #: Fields that may differ between a run and its resumption (they change no result).
 _RESUME_IGNORED = (("train", "verbose"),)
-
-
-@dataclasses.dataclass
-class Prepared:
-    """Everything a run needs, built and checked before any file is written."""
-
-    config: ml_collections.ConfigDict
-    splits: data.Splits
-    preprocessor: preprocessing.Preprocessor
-    train_ds: tf.data.Dataset
-    val_ds: tf.data.Dataset | None
-    model: keras.Model
-    steps_per_epoch: int
-    strategy: tf.distribute.Strategy
-    epoch_seed: pipeline.EpochSeed  # a callback for fit: epoch e's data depends on e alone
-
-
-def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
-    """Completes and checks the config, loads data, fits preprocessing, builds and compiles.
-
-    Args:
-        config: a full or partial config tree (ConfigDict or nested dict).
-        splits: already-loaded data (skips ``recipes.data.load``), e.g. from a notebook.
-
-    Returns:
-        A ``Prepared`` run whose model is compiled and ready for ``fit``.
-
-    Raises:
-        ValueError: any bad field, naming it and the fix.
-    """
-    cfg = configs.complete(config)
-    _check_numbers(cfg)
-    keras.utils.set_random_seed(cfg.train.seed)  # Python, NumPy and TF seeds
-    set_op_determinism(cfg.train.deterministic)
-    strategy = _strategy(cfg.train.distribute)
-    if splits is None:
-        splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
-                           val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
-                           limit=cfg.dataset.limit)
-    else:
-        splits = data.validate_splits(splits)
-    pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess,
-                            pca_components=cfg.dataset.pca_components,
-                            zca_epsilon=cfg.dataset.zca_epsilon)
-    num_classes = splits.info.num_classes
-    epoch_seed = pipeline.EpochSeed()
-    train_ds = pipeline.make(splits.train.x, splits.train.y, cfg, training=True,
-                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed,
-                             epoch_seed=epoch_seed)
-    val_ds = None
-    if len(splits.val):
-        val_ds = pipeline.make(splits.val.x, splits.val.y, cfg, training=False,
-                               num_classes=num_classes, preprocessor=pre)
-    steps = pipeline.steps_per_epoch(len(splits.train), cfg)
-    input_shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
-    _check_tta(cfg, input_shape)
-    with strategy.scope():
-        model = models.build(cfg.model, input_shape, num_classes)
-        epoch_seed.watch(model)  # Dropout masks too depend on (seed, epoch) alone
-        if cfg.train.prior_bias and cfg.loss.name == "softmax":
-            # Karpathy's "init well": imbalanced classes start at the prior's entropy.
-            sanity.init_output_bias(model, splits.train.y, num_classes)
-        lr = schedules.get(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
-                           steps_per_epoch=steps, epochs=cfg.train.epochs)
-        model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=lr),
-                      loss=losses.get(cfg.loss, num_classes),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                      jit_compile=_jit(cfg.train.jit_compile))
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            _build_before_fit(model, train_ds)
-    monitors.check_applicable(cfg.monitor, model)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _check_forward(model, train_ds, num_classes)
-    return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, strategy, epoch_seed)
 
 
 def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
@@ -157,8 +75,9 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     _callbacks(p, workdir, os.path.join(workdir, "history.csv"), extra_callbacks or [])
     with wd.locked(workdir):
         check_workdir(workdir, cfg, overwrite=overwrite)  # it may have changed meanwhile
-        if overwrite and wd.holds_files(workdir) and not _continues(workdir, cfg):
-            with wd.replacing(workdir, can_continue=lambda d: _continues(d, cfg, True)) as d:
+        if overwrite and wd.holds_files(workdir) and not holds_run(workdir, cfg):
+            can_continue = lambda d: holds_run(d, cfg, finished_too=True)  # noqa: E731
+            with wd.replacing(workdir, can_continue=can_continue) as d:
                 summary = _train_in(p, d, extra_callbacks or [], start, shown=workdir)
         else:
             summary = _train_in(p, workdir, extra_callbacks or [], start, shown=workdir)
@@ -173,16 +92,21 @@ def checkpoint_bytes(model: keras.Model) -> int:
     return 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights) + (64 << 10)
 
 
-def _continues(directory: str, cfg: ml_collections.ConfigDict, finished_too: bool = False,
-               ignored: tuple[tuple[str, str], ...] = ()) -> bool:
-    """Whether ``directory`` holds this config's run, unfinished (or finished too)."""
+def holds_run(directory: str, cfg: ml_collections.ConfigDict, *, finished_too: bool = False,
+              ignored: tuple[tuple[str, str], ...] = ()) -> bool:
+    """Whether ``directory`` holds a run of ``cfg``, unfinished (or finished too).
+
+    The saved ``config.json`` is completed with today's defaults first (a field added since
+    it was written is not a difference); ``ignored`` ``(branch, field)`` pairs and
+    ``train.verbose`` are left out of the comparison.
+    """
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
         return False
     if os.path.exists(os.path.join(directory, "summary.json")) and not finished_too:
         return False
     try:
-        old = io.read_json(config_path, what="config")
+        old = configs.complete(io.read_json(config_path, what="config")).to_dict()
     except ValueError:
         return False
     ignored = _RESUME_IGNORED + tuple(ignored)
@@ -507,52 +431,6 @@ def _stopped_reason(losses_seen: list[float], epochs: int, planned: int) -> str:
     return "completed" if epochs >= planned else "stopped early"
 
 
-def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
-    """Checks the numeric fields that no factory owns (the factories check their own)."""
-    t = cfg.train
-    if t.epochs < 1:
-        raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
-    if t.verbose not in (0, 1, 2):
-        raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
-
-
-def _check_forward(model: keras.Model, train_ds: tf.data.Dataset, num_classes: int) -> None:
-    """Runs the model once on two training examples, before any file is written.
-
-    Raises:
-        ValueError: the forward pass fails, or the output is not (batch, num_classes).
-    """
-    spec = train_ds.element_spec[0]
-    if any(d is None for d in spec.shape[1:]):
-        return  # variable-size inputs: the first batch of fit will tell
-    x = tf.zeros((2, *spec.shape[1:]), spec.dtype)  # zeros: no random state is consumed
-    try:
-        out = model(x, training=False)
-    except Exception as e:  # noqa: BLE001 - a shape or dtype error from any layer
-        raise ValueError(f"model.arch={model.name}: a forward pass on a batch of shape "
-                         f"{tuple(x.shape)} failed ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:300]}); check the model fields") from None
-    if tuple(out.shape[1:]) != (num_classes,):
-        raise ValueError(f"model.arch={model.name}: outputs of shape {tuple(out.shape[1:])} "
-                         f"per example, but the data has {num_classes} classes")
-
-
-def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:
-    """Test-time crops need a known mode and image inputs (PCA flattens them)."""
-    mode = cfg.evaluate.tta
-    if mode == "none":
-        return
-    if mode not in tta.MODES:
-        raise ValueError(f"evaluate.tta={mode!r} is not a crop mode; use one of "
-                         f"{sorted(set(tta.MODES) | {'none'})}")
-    if len(input_shape) != 3:
-        raise ValueError(f"evaluate.tta={mode} needs image inputs, but dataset.preprocess="
-                         f"{cfg.dataset.preprocess} turns them into vectors; use standardize "
-                         "or per_channel_mean, or evaluate.tta=none")
-    if cfg.evaluate.tta_every < 0:
-        raise ValueError(f"evaluate.tta_every must be >= 0, got {cfg.evaluate.tta_every}")
-
-
 def check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bool = False,
                   ignore_fields: tuple[tuple[str, str], ...] = ()) -> None:
     """Refuses a workdir that is a file, unwritable, finished, or another config's run.
@@ -576,9 +454,8 @@ def check_workdir(workdir: str, cfg: ml_collections.ConfigDict, *, overwrite: bo
                          "until the new one has finished)")
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
-        old = io.read_json(config_path, what="config")
-        ignored = _RESUME_IGNORED + tuple(ignore_fields)
-        if _comparable(old, ignored) != _comparable(cfg.to_dict(), ignored):
+        io.read_json(config_path, what="config")  # a corrupt file is named as such
+        if not holds_run(workdir, cfg, finished_too=True, ignored=tuple(ignore_fields)):
             raise ValueError(f"--workdir {workdir} holds an unfinished run of another config; "
                              "rerun with the same config to resume it, use a new workdir, or "
                              "--overwrite to replace it")
@@ -589,96 +466,6 @@ def _comparable(tree: Mapping[str, Any], ignored: tuple[tuple[str, str], ...]) -
     for branch, field in ignored:
         tree.get(branch, {}).pop(field, None)
     return json.dumps(tree, sort_keys=True)
-
-
-def _build_before_fit(model: keras.Model, train_ds: tf.data.Dataset) -> None:
-    """Works around Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy`` (keras#20585).
-
-    ``fit`` first reduces one distributed batch with ``strategy.reduce`` to build the model's
-    metrics and loss symbolically; with MWMS that reduce raises "Attempt to convert a value
-    (PerReplica...) to a Tensor". The batch only serves the build, so build here from the
-    dataset's element spec and let ``fit`` skip the step (it re-checks nothing).
-    """
-    spec = tuple(keras.KerasTensor(s.shape, s.dtype.name) for s in train_ds.element_spec)
-    model._symbolic_build(data_batch=spec)
-    model.optimizer.build(model.trainable_variables)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    _patch_multi_worker_mean()
-
-
-def _patch_multi_worker_mean() -> None:
-    """Makes Keras 3 reduce a multi-worker step's scalar logs across replicas (keras#20585).
-
-    Keras reduces each step's logs under MWMS with ``reduce("MEAN", v, axis=0)``, which
-    fails on a scalar ("Invalid reduction dimension 0"). Scalars get the
-    cross-replica mean instead (``axis=None``); everything else goes through unchanged. Only
-    installed when a run uses ``train.distribute=multi_worker``.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "_babysit_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and isinstance(
-                strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            def one(v):
-                if all(t.shape.rank == 0 for t in strategy.experimental_local_results(v)):
-                    return strategy.reduce("MEAN", v, axis=None)
-                return original(v, strategy, reduction)
-            return tf.nest.map_structure(one, values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._babysit_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
-def set_op_determinism(enabled: bool) -> None:
-    """Turns TensorFlow's op determinism on or off for this process (``train.deterministic``).
-
-    With it on and ``train.seed`` set, every op (tf.data's parallel map included) gives the
-    same result on the same hardware, so two runs of a config give bit-identical histories
-    on CPU. On GPU a few ops have no deterministic kernel and raise ``UnimplementedError``
-    (TF's enable_op_determinism docs list them), and others get slower.
-    """
-    if enabled:
-        tf.config.experimental.enable_op_determinism()
-    else:  # the public API can only enable; a notebook may switch back for a later run
-        from tensorflow.python.framework import config as tf_config
-
-        disable = getattr(tf_config, "disable_op_determinism", None)
-        if disable is not None:
-            disable()
-
-
-def _strategy(name: str) -> tf.distribute.Strategy:
-    """Maps ``train.distribute`` onto a ``tf.distribute`` strategy."""
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("train.distribute=multi_worker needs the TF_CONFIG environment "
-                             "variable describing the cluster (see docs/distributed.md)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"train.distribute: unknown strategy {name!r}; use one of "
-                     "none, mirrored, multi_worker, tpu")
-
-
-def _jit(value: Any) -> bool | str:
-    """``train.jit_compile`` (a string field, so the CLI can set it) for ``compile``."""
-    if isinstance(value, bool) or value == "auto":
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError(f"train.jit_compile must be auto, true or false, got {value!r}")
 
 
 def main(argv: list[str] | None = None) -> None:

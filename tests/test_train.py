@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import configs, data, io, pipeline, preprocessing, train
+from recipes import configs, data, io, pipeline, prepare, preprocessing, train
 
 ARTIFACTS = ("config.json", "history.csv", "summary.json", "model.keras",
              "preprocessing.json", "preprocessing.npz")
@@ -300,9 +300,9 @@ def test_same_seed_gives_identical_history_with_op_determinism_on(tmp_path):
                                              (False, False), (True, True)])
 def test_jit_compile_accepts_the_cli_spellings(value, expected):
     # The field is a string so --config.train.jit_compile=false can set it from the CLI.
-    assert train._jit(value) is expected or train._jit(value) == expected
+    assert prepare.jit_compile(value) is expected or prepare.jit_compile(value) == expected
 
 
 def test_jit_compile_rejects_other_values():
     with pytest.raises(ValueError, match="train.jit_compile must be auto, true or false"):
-        train._jit("sometimes")
+        prepare.jit_compile("sometimes")

@@ -28,7 +28,7 @@ from typing import Any
 
 import ml_collections
 
-from recipes import configs, data, io, train
+from recipes import configs, data, io, prepare, train
 
 VERDICTS = ("confirmed", "not confirmed here", "depends")
 #: The per-epoch columns a variant keeps as its curves (``variant_record``, ``curves``).
@@ -91,9 +91,7 @@ def override(cfg: ml_collections.ConfigDict, *, epochs: int | None = None,
 
 def load_splits(cfg: ml_collections.ConfigDict) -> data.Splits:
     """Loads ``cfg.dataset`` once so every variant trains on the same arrays."""
-    return data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
-                     val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
-                     limit=cfg.dataset.limit)
+    return prepare.load_splits(cfg)
 
 
 def train_variant(cfg: ml_collections.ConfigDict, workdir: str, name: str, *,

@@ -45,7 +45,7 @@ import keras
 import ml_collections
 import numpy as np
 
-from recipes import configs, data, distill, ensemble, io, preprocessing, train, tta
+from recipes import configs, data, distill, ensemble, io, prepare, preprocessing, train, tta
 
 
 def member_config(quick: bool) -> ml_collections.ConfigDict:
@@ -101,12 +101,7 @@ def _train_or_reuse(cfg: ml_collections.ConfigDict, run_dir: str,
     """``train.run`` unless ``run_dir`` already holds a finished run of this very config."""
     done = os.path.join(run_dir, "summary.json")
     if os.path.exists(done) and os.path.exists(os.path.join(run_dir, "config.json")):
-        # Fields added since that run was saved take their defaults (configs.complete).
-        old = configs.complete(io.read_json(os.path.join(run_dir, "config.json"),
-                                            what="config")).to_dict()
-        ignored = (("train", "verbose"),)
-        if train._comparable(old, ignored) == train._comparable(configs.complete(cfg).to_dict(),
-                                                                 ignored):
+        if train.holds_run(run_dir, configs.complete(cfg), finished_too=True):
             return io.read_json(done, what="summary")
     return train.run(cfg, run_dir, splits=splits, overwrite=True)
 
@@ -115,8 +110,8 @@ def run_experiment(workdir: str, *, quick: bool = False, members: int = 3,
                    temperature: float = 4.0, alpha: float = 0.5) -> dict[str, Any]:
     """Trains the members and students; returns every accuracy measured."""
     cfg = member_config(quick)
-    splits = data.load(cfg.dataset.name, limit=cfg.dataset.limit)
-    pre = preprocessing.fit(splits.train.x, cfg.dataset.preprocess)
+    splits = prepare.load_splits(cfg)
+    pre = prepare.fit_preprocessor(cfg, splits.train.x)
     x_test = pre.transform(splits.test.x)  # full-size images; crops are taken from them
     results: dict[str, Any] = {"dataset": cfg.dataset.name, "source": splits.info.source,
                                "quick": quick, "members": [], "config": cfg.to_dict()}
@@ -143,8 +138,7 @@ def run_experiment(workdir: str, *, quick: bool = False, members: int = 3,
 
     scfg = student_config(quick)
     tsplits = splits if scfg.dataset.name == cfg.dataset.name and \
-        scfg.dataset.limit == cfg.dataset.limit else data.load(scfg.dataset.name,
-                                                                limit=scfg.dataset.limit)
+        scfg.dataset.limit == cfg.dataset.limit else prepare.load_splits(scfg)
     teachers, scratch = [], []
     for name, tcfg in teacher_configs(quick).items():
         summary = _train_or_reuse(tcfg, os.path.join(workdir, name), tsplits)
