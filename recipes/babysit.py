@@ -25,8 +25,8 @@ import ml_collections
 import numpy as np
 
 import tuning
-from models import inspect
 from recipes import (
+    cli,
     configs,
     data,
     diagnose,
@@ -220,13 +220,8 @@ class _State:
 
 def _sanity(state: _State):
     """Initial loss, regularization, input-independent baseline, gradient check."""
-    cfg, splits = state.cfg, state.splits
-    checks = [sanity.initial_loss, sanity.regularization_raises_loss,
-              sanity.input_independent_baseline]
-    if inspect.custom_layers(state.model):
-        checks.append(sanity.gradient_check)
-    for check in checks:
-        result = check(cfg, splits=splits)
+    checks = [c for c in sanity.CHECKS if c != "overfit_small"]  # overfitting: its own step
+    for result in sanity.iter_checks(state.cfg, splits=state.splits, checks=checks):
         yield _from_check(result)
     state.done.add("sanity")
 
@@ -241,9 +236,7 @@ def _from_check(result: sanity.CheckResult) -> Step:
 
 def _overfit(state: _State):
     """Overfit 20 examples; a failure stops the procedure (the model or pipeline is broken)."""
-    result = sanity.overfit_small(state.cfg, splits=state.splits,
-                                  examples=state.cfg.babysit.overfit_examples,
-                                  epochs=state.cfg.babysit.overfit_epochs)
+    (result,) = sanity.iter_checks(state.cfg, splits=state.splits, checks=["overfit_small"])
     yield _from_check(result)
     if not result.passed:
         state.stopped = True
@@ -338,7 +331,7 @@ def _diagnose(state: _State):
         if records:
             stats["activation_stats"] = records[-1]["layers"]
     if state.search:
-        stats["search"] = state.search.get("edges", {})
+        stats["search"] = state.search.get("search", {})
     findings = diagnose.diagnose(io.read_csv(history_path), stats,
                                  batch_history=state.batch_losses or None)
     state.findings = findings
@@ -401,9 +394,11 @@ def _context(state: _State) -> dict[str, Any]:
     if state.lr_result is not None:
         ctx["lr_range_png"] = os.path.join(w, "plots", "lr_range.png")
     if state.search:
+        plots = state.search.get("plots") or {}
         ctx["search"] = {"lines": state.search.get("lines", []),
                          "stages": state.search.get("stages", []),
-                         "plot_png": state.search.get("plot_png")}
+                         "plots": [p for p in [plots.get("lr_reg"), *plots.get("params", [])]
+                                   if p]}
     if state.summary:
         ctx["summary"] = state.summary
     return ctx
@@ -471,8 +466,6 @@ def _result(state: _State) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """``python -m recipes.babysit``: see the module docstring."""
     from absl import flags
-
-    from recipes import cli
 
     if "steps" not in flags.FLAGS:
         flags.DEFINE_string("steps", None, "Comma list of steps, or 'all' (default: the "

@@ -15,12 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from recipes.callbacks import EXPLOSION_FACTOR
+from recipes.ranges import EDGE_MARGIN, edge_position, edge_side
+
 SEVERITIES = ("error", "warning", "info")
 CODES = ("diverged", "loss_increasing", "not_training", "too_linear", "noisy", "slow_start",
          "not_converged", "overfitting", "underfitting", "cyclic", "update_ratio", "dead_units",
          "saturated_units", "best_at_search_edge")
 END_FRACTION = 0.1  # start/end of a curve = mean of its first/last 10 %: one epoch of ten
-EXPLODE_FACTOR = 3.0  # lecture: "cost > 3 * original cost → break out early" (ExplosionGuard)
+EXPLODE_FACTOR = EXPLOSION_FACTOR  # lecture: "cost > 3 * original cost → break out early"
 INCREASE_TOL = 0.1  # ends 10 % above its start: more than batch noise, the update is wrong
 FLAT_DROP = 0.01  # < 1 % relative drop over the whole run: the lecture's "loss not going down"
 CHANCE_TOL = 0.05  # end loss within 5 % of ln(C) (or above): still predicting uniformly
@@ -40,7 +43,6 @@ CYCLIC_ACF = 0.4  # autocorrelation of the detrended per-step loss at the epoch 
 UPDATE_RATIO_LO, UPDATE_RATIO_HI = 1e-4, 1e-2  # lecture: ‖Δw‖/‖w‖ ≈ 1e-3, one decade either side
 DEAD_MAX = 0.2  # > 20 % of a layer's ReLUs never fire: capacity lost for good
 SATURATED_MAX = 0.25  # > 25 % of tanh/sigmoid outputs on the flat ends: gradients vanish there
-EDGE_MARGIN = 0.1  # best within 10 % of the range (in log units for log ranges) of an edge
 MIN_POINTS = 3  # shape rules need at least three points (epochs, or steps when given)
 MIN_SETTLED = 5  # "converged and still poor" needs 5 epochs: fewer cannot show the plateau
 SMOOTH_MAX = 101  # running-median window (5 % of a curve) capped: cheap on 1e5 steps
@@ -349,13 +351,12 @@ def _check_saturated_units(layers: Mapping[str, float]) -> Finding | None:
 def _check_best_at_search_edge(param: str, spec: Mapping[str, Any]) -> Finding | None:
     try:
         best, lo, hi = float(spec["best"]), float(spec["lo"]), float(spec["hi"])
-        f = math.log if spec.get("log") else (lambda v: v)
-        pos = float((f(best) - f(lo)) / (f(hi) - f(lo)))
+        pos = edge_position(lo, hi, best, bool(spec.get("log")))
     except (KeyError, TypeError, ValueError, ZeroDivisionError, FloatingPointError):
         return None
-    if not (pos < EDGE_MARGIN or pos > 1 - EDGE_MARGIN):
+    side = edge_side(pos, EDGE_MARGIN)
+    if side is None:
         return None
-    side = "low" if pos < 0.5 else "high"
     return Finding("best_at_search_edge", "warning",
                    f"{param} best {best:.3g} sits at {100 * pos:.0f} % of "
                    f"[{lo:.3g}, {hi:.3g}]{' (log scale)' if spec.get('log') else ''}, "

@@ -534,6 +534,59 @@ def run(
             data whose image shape the base does not take.
     """
     start = time.time()
+    head_epochs, epochs, head_patience = _check_schedule(mode, head_epochs, epochs, lr_scale,
+                                                         head_patience)
+    splits, cfg = _transfer_config(splits_or_config, config, batch_size, learning_rate)
+    lr = cfg.optimizer.learning_rate
+    if workdir and not overwrite and os.path.exists(os.path.join(workdir, "summary.json")):
+        raise ValueError(f"workdir={workdir!r} already holds a finished run (summary.json); "
+                         "use a new workdir or overwrite=True")
+    keras.utils.set_random_seed(cfg.train.seed)
+    num_classes = splits.info.num_classes
+    model, cut_name = _build(base, num_classes, cut=cut, freeze=True, dropout=dropout,
+                             weights=weights, application_kw=application_kw)
+    if mode == "finetune":  # before phase 1, not after it
+        _check_unfreeze(unfreeze, len(_weighted_layers(model.get_layer(BODY))))
+    pre = _preprocessor(preprocessor, base, splits, cfg)
+    _check_input_shape(model, pipeline.output_shape(cfg, splits.info.input_shape, pre),
+                       splits, pre)
+    augmenting = bool(pipeline.augmentation_layers(cfg, splits.info.input_shape)
+                      or pipeline.mixing_layers(cfg))
+    precompute = (not augmenting) if precompute is None else bool(precompute)
+
+    def make(split: data.Split, training: bool) -> tf.data.Dataset:
+        return pipeline.make(split.x, split.y, cfg, training=training,
+                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed)
+
+    evals = {name: make(split, False) for name, split in
+             (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)}
+    train_ds = make(splits.train, True)
+    head_cbs = list(callbacks)
+    if head_patience and "val" in evals:
+        head_cbs.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=head_patience, restore_best_weights=True))
+    phases = {"head": _head_phase(model, cfg, train_ds, evals, precompute=precompute,
+                                  epochs=head_epochs, callbacks=head_cbs, verbose=verbose)}
+    # Phase 2: unfreeze, recompile (trainable is read at compile time), lower lr.
+    if mode == "finetune":
+        names = unfreeze_body(model, unfreeze)
+        _compile(model, cfg, lr * lr_scale, num_classes)
+        phases["finetune"] = _phase(model, train_ds, evals, epochs=epochs, lr=lr * lr_scale,
+                                    callbacks=list(callbacks), verbose=verbose)
+        phases["finetune"]["unfrozen_layers"] = names
+    else:
+        _compile(model, cfg, lr, num_classes)  # so the returned model evaluates as is
+    result = _result(mode, base, cut_name, splits, phases, model)
+    result["seconds"] = round(time.time() - start, 2)
+    if workdir:
+        _write(workdir, result, model, pre)
+    result["model"] = model
+    return result
+
+
+def _check_schedule(mode: str, head_epochs: Any, epochs: Any, lr_scale: Any,
+                    head_patience: Any) -> tuple[int, Any, int]:
+    """Checks ``run``'s phase arguments; returns head_epochs, epochs and head_patience."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: use one of {MODES} (train the head only, or the "
                          "head then the whole network)")
@@ -546,7 +599,12 @@ def run(
             or not 0 < lr_scale <= 1:
         raise ValueError(f"lr_scale must be in (0, 1], got {lr_scale!r}; fine-tuning uses a "
                          "lower learning rate than the head's, try 0.1")
-    head_patience = _check_int("head_patience", head_patience, 0, "0 turns it off")
+    return head_epochs, epochs, _check_int("head_patience", head_patience, 0, "0 turns it off")
+
+
+def _transfer_config(splits_or_config: Any, config: Any, batch_size: int | None,
+                     learning_rate: float | None) -> tuple[data.Splits, ml_collections.ConfigDict]:
+    """The data and the config tree, with ``batch_size`` and ``learning_rate`` applied."""
     splits, cfg = _splits_and_config(splits_or_config, config)
     with cfg.unlocked():
         if batch_size is not None:
@@ -556,82 +614,54 @@ def run(
     lr = cfg.optimizer.learning_rate
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
         raise ValueError(f"learning_rate must be > 0, got {lr!r}; try 1e-3 with adam")
-    if workdir and not overwrite and os.path.exists(os.path.join(workdir, "summary.json")):
-        raise ValueError(f"workdir={workdir!r} already holds a finished run (summary.json); "
-                         "use a new workdir or overwrite=True")
-    keras.utils.set_random_seed(cfg.train.seed)
-    num_classes = splits.info.num_classes
-    model, cut_name = _build(base, num_classes, cut=cut, freeze=True, dropout=dropout,
-                             weights=weights, application_kw=application_kw)
-    if mode == "finetune":  # before phase 1, not after it
-        _check_unfreeze(unfreeze, len(_weighted_layers(model.get_layer(BODY))))
-    pre = _preprocessor(preprocessor, base, splits, cfg)
-    shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
+    return splits, cfg
+
+
+def _check_input_shape(model: keras.Model, shape: tuple, splits: data.Splits,
+                       pre: preprocessing.Preprocessor) -> None:
     wanted = tuple(model.inputs[0].shape[1:])
     if len(wanted) != len(shape) or any(w not in (None, s) for w, s in zip(wanted, shape)):
         raise ValueError(f"the base takes inputs of shape {wanted} but the data gives "
                          f"{shape} (dataset {splits.info.name}, preprocess {pre.method}); "
                          "transfer needs data shaped like the base's training data")
-    augmenting = bool(pipeline.augmentation_layers(cfg, splits.info.input_shape)
-                      or pipeline.mixing_layers(cfg))
-    precompute = (not augmenting) if precompute is None else bool(precompute)
+
+
+def _head_phase(model: keras.Model, cfg: ml_collections.ConfigDict, train_ds: tf.data.Dataset,
+                evals: Mapping[str, tf.data.Dataset], *, precompute: bool, epochs: int,
+                callbacks: list, verbose: int) -> dict[str, Any]:
+    """Phase 1: the new head on the frozen body, through it or on features computed once."""
+    lr, num_classes = cfg.optimizer.learning_rate, int(model.output_shape[-1])
     seed, batch = cfg.train.seed, cfg.train.batch_size
-
-    def make(split: data.Split, training: bool) -> tf.data.Dataset:
-        return pipeline.make(split.x, split.y, cfg, training=training,
-                             num_classes=num_classes, preprocessor=pre, seed=seed)
-
-    evals = {name: make(split, False) for name, split in
-             (("train", splits.train), ("val", splits.val), ("test", splits.test)) if len(split)}
-    train_ds = make(splits.train, True)
-    head_cbs = list(callbacks)
-    if head_patience and "val" in evals:
-        head_cbs.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=head_patience, restore_best_weights=True))
-
-    # Phase 1: the new head on the frozen body.
     if precompute:
         feats = {name: _features(model, ds) for name, ds in evals.items()}
         head = _head_model(model, feats["train"][0].shape[1])
         _compile(head, cfg, lr, num_classes)
-        phases = {"head": _phase(
-            head, _features_ds(*feats["train"], batch, seed=seed),
-            {name: _features_ds(*f, batch) for name, f in feats.items()},
-            epochs=head_epochs, lr=lr, callbacks=head_cbs, verbose=verbose)}
+        phase = _phase(head, _features_ds(*feats["train"], batch, seed=seed),
+                       {name: _features_ds(*f, batch) for name, f in feats.items()},
+                       epochs=epochs, lr=lr, callbacks=callbacks, verbose=verbose)
     else:
         _compile(model, cfg, lr, num_classes)
-        phases = {"head": _phase(model, train_ds, evals, epochs=head_epochs, lr=lr,
-                                 callbacks=head_cbs, verbose=verbose)}
-    phases["head"]["precomputed"] = precompute
+        phase = _phase(model, train_ds, evals, epochs=epochs, lr=lr, callbacks=callbacks,
+                       verbose=verbose)
+    phase["precomputed"] = precompute
+    return phase
 
-    # Phase 2: unfreeze, recompile (trainable is read at compile time), lower lr.
-    if mode == "finetune":
-        names = unfreeze_body(model, unfreeze)
-        _compile(model, cfg, lr * lr_scale, num_classes)
-        phases["finetune"] = _phase(model, train_ds, evals, epochs=epochs, lr=lr * lr_scale,
-                                    callbacks=list(callbacks), verbose=verbose)
-        phases["finetune"]["unfrozen_layers"] = names
-    else:
-        _compile(model, cfg, lr, num_classes)  # so the returned model evaluates as is
 
+def _result(mode: str, base: Any, cut_name: str, splits: data.Splits,
+            phases: dict[str, Any], model: keras.Model) -> dict[str, Any]:
     last = phases["finetune" if mode == "finetune" else "head"]
-    result: dict[str, Any] = {
+    return {
         "mode": mode,
         "base": base.name if isinstance(base, keras.Model) else os.fspath(base),
         "cut": cut_name,
         "dataset": splits.info.name,
-        "num_classes": num_classes,
+        "num_classes": splits.info.num_classes,
         "num_train": len(splits.train),
         "phases": phases,
         "epochs": sum(p["epochs"] for p in phases.values()),
         **{k: last[k] for k in ("train_accuracy", "val_accuracy", "test_accuracy") if k in last},
         "parameters": int(model.count_params()),
     }
-    result["seconds"] = round(time.time() - start, 2)
-    if workdir:
-        _write(workdir, result, model, pre)
-    result["model"] = model
-    return result
 
 
 def _write(workdir: str, result: Mapping[str, Any], model: keras.Model,

@@ -34,9 +34,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from recipes import data, io, sanity
+from recipes import data, io, pipeline, sanity
+from recipes.callbacks.monitors import (  # noqa: F401 - recipes.lr_range.BatchLossRecorder too
+    EXPLOSION_FACTOR,
+    BatchLossRecorder,
+)
 
-EXPLODE_FACTOR = 3.0  # lecture: "cost > 3 * original cost → break out early"
+EXPLODE_FACTOR = EXPLOSION_FACTOR  # lecture: "cost > 3 * original cost → break out early"
 END_FRACTION = 0.2  # a run's end loss = mean of its last 20 % of steps (batch noise)
 MIN_DROP = 0.05  # end < 5 % below the initial loss: "loss barely changing" → too low
 RISE_TOL = 0.1  # end > 10 % above the initial loss: the loss goes up → too high
@@ -44,45 +48,6 @@ KEEP_PROGRESS = 0.5  # recommend good lrs that made >= half the best run's loss 
 RANGE_L2 = 1e-6  # lecture: "small regularization" (reg = 0.000001) for the range runs
 LABELS = ("too_low", "good", "too_high")
 COLORS = {"too_low": "tab:blue", "good": "tab:green", "too_high": "tab:red"}
-
-
-# --- recording --------------------------------------------------------------------------------
-
-
-class BatchLossRecorder(keras.callbacks.Callback):
-    """Records every step's loss, recovered from Keras 3's running epoch mean.
-
-    Keras 3 logs the mean over the epoch's steps so far, m_k; the k-th batch's own loss is
-    l_k = k·m_k − (k−1)·m_{k−1}. Stops training on a NaN/inf loss, or (``explode``) once a
-    loss exceeds ``explode`` × ``initial`` (the lecture's "break out early").
-
-    Args:
-        initial: the loss the explosion rule compares against (None: no rule).
-        explode: the factor (lecture: 3).
-    """
-
-    def __init__(self, initial: float | None = None, explode: float = EXPLODE_FACTOR):
-        super().__init__()
-        self.initial, self.explode = initial, explode
-        self.losses: list[float] = []
-        self.stopped = ""
-        self._mean = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        mean = float((logs or {}).get("loss", math.nan))
-        k = int(batch) + 1
-        loss = mean if k == 1 else k * mean - (k - 1) * self._mean
-        self._mean = mean
-        self.losses.append(loss)
-        if not math.isfinite(loss):
-            self.stopped = "nan/inf loss"
-        elif self.initial is not None and loss > self.explode * self.initial:
-            self.stopped = f"loss > {self.explode:g}× initial"
-        if self.stopped:
-            self.model.stop_training = True
-
-    def on_test_batch_end(self, batch, logs=None):
-        self.on_train_batch_end(batch, logs)  # evaluate: the same running mean
 
 
 # --- pure rules ------------------------------------------------------------------------------
@@ -323,7 +288,6 @@ def run(config: Any, *, splits: data.Splits | None = None, lrs: Sequence[float] 
 
 
 def _steps_per_epoch(s: sanity.Setup) -> int:
-    from recipes import pipeline
 
     return pipeline.steps_per_epoch(len(s.splits.train), s.config)
 
@@ -461,7 +425,6 @@ def plot(result: LRRangeResult | LRFinderResult, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recipes import io
 
     fig, ax = plt.subplots(figsize=(6, 4))
     try:

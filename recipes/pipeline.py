@@ -28,6 +28,7 @@ nothing once PCA has flattened the image; MixUp is linear, so it commutes with e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -473,8 +474,6 @@ def make(
     batch = _batch_size(n, config, training=training)
     output_shape(config, image_shape, preprocessor)  # validates crop vs preprocessor
     crop = _crop_hw(config, image_shape)
-    ds = tf.data.Dataset.from_tensor_slices((x, labels))
-    par = {"num_parallel_calls": AUTOTUNE, "deterministic": True}
 
     def to_float(images, targets):
         return preprocessing.to_float(images), _one_hot(targets, num_classes)
@@ -485,42 +484,61 @@ def make(
         return tf.cast(images, tf.float32), targets
 
     if training:
-        image_layers = augmentation_layers(config, image_shape, seed)
-        mix_layers = mixing_layers(config, seed)
-
-        def augment(images, targets):
-            for layer in image_layers:
-                images = layer(images, training=True)
-            for layer in mix_layers:
-                mixed = layer({"images": images, "labels": targets}, training=True)
-                images, targets = mixed["images"], mixed["labels"]
-            return images, targets
-
-        shuffle = config.train.get("shuffle", True)
-        if epoch_seed is not None:
-            epoch_seed.watch(image_layers + mix_layers)
-            ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed)
-        else:
-            ds = ds.cache()
-            if shuffle:
-                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(batch)
-        ds = ds.map(to_float, **par)
-        if image_layers or mix_layers:
-            ds = ds.map(augment, num_parallel_calls=None)  # sequential: see module docstring
-        ds = ds.map(preprocess, **par)
+        ds = _training_batches(x, labels, config, image_shape, batch, seed, epoch_seed,
+                               (to_float, preprocess))
     else:
-        center = (
-            None if crop == image_shape[:2] else keras.layers.CenterCrop(*crop, dtype="float32")
-        )
-
-        def evaluate(images, targets):
-            images, targets = to_float(images, targets)
-            if center is not None:
-                images = center(images)
-            return preprocess(images, targets)
-
-        ds = ds.batch(batch).map(evaluate, **par).cache()
+        ds = _evaluation_batches(x, labels, crop, image_shape, batch, (to_float, preprocess))
     options = tf.data.Options()
     options.deterministic = True
     return ds.prefetch(AUTOTUNE).with_options(options)
+
+
+_PARALLEL = {"num_parallel_calls": AUTOTUNE, "deterministic": True}
+
+
+def _training_batches(x: np.ndarray, labels: np.ndarray, config: Any, image_shape: tuple,
+                      batch: int, seed: int, epoch_seed: EpochSeed | None,
+                      steps: tuple[Callable, Callable]) -> tf.data.Dataset:
+    """Shuffled batches, as floats, augmented (sequentially), then preprocessed."""
+    to_float, preprocess = steps
+    image_layers = augmentation_layers(config, image_shape, seed)
+    mix_layers = mixing_layers(config, seed)
+
+    def augment(images, targets):
+        for layer in image_layers:
+            images = layer(images, training=True)
+        for layer in mix_layers:
+            mixed = layer({"images": images, "labels": targets}, training=True)
+            images, targets = mixed["images"], mixed["labels"]
+        return images, targets
+
+    shuffle = config.train.get("shuffle", True)
+    if epoch_seed is not None:
+        epoch_seed.watch(image_layers + mix_layers)
+        ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, labels)).cache()
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch)
+    ds = ds.map(to_float, **_PARALLEL)
+    if image_layers or mix_layers:
+        ds = ds.map(augment, num_parallel_calls=None)  # sequential: see module docstring
+    return ds.map(preprocess, **_PARALLEL)
+
+
+def _evaluation_batches(x: np.ndarray, labels: np.ndarray, crop: tuple, image_shape: tuple,
+                        batch: int, steps: tuple[Callable, Callable]) -> tf.data.Dataset:
+    """Fixed-order batches, as floats, centre-cropped to the training crop, preprocessed."""
+    to_float, preprocess = steps
+    center = None if crop == image_shape[:2] else keras.layers.CenterCrop(*crop,
+                                                                          dtype="float32")
+
+    def evaluate(images, targets):
+        images, targets = to_float(images, targets)
+        if center is not None:
+            images = center(images)
+        return preprocess(images, targets)
+
+    ds = tf.data.Dataset.from_tensor_slices((x, labels))
+    return ds.batch(batch).map(evaluate, **_PARALLEL).cache()

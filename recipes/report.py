@@ -27,7 +27,8 @@ The context is a plain dict; every key is optional and a missing part says "not 
   a list, or ``ActivationMonitor.records`` (first and last epoch drawn).
 * ``first_layer_png``: an existing PNG; ``lr_range``: ``{runs: [{lr, final_loss,
   classification, losses?}], recommended: [lo, hi]}``; ``lr_range_png``: a PNG used instead
-  of drawing the runs; ``search``: ``{lines, stages, plot_png}``.
+  of drawing the runs; ``search``: ``{lines, stages, plots}`` (``plots``: PNG paths, the
+  lr × regularization scatter first).
 * ``findings``: ``diagnose.Finding`` objects or their dicts; ``summary``: ``test_accuracy``,
   ``test_tta_accuracy``, ``tta_mode``, ``epochs``, ``seconds`` and any other scalars.
 """
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from models import inspect
 from recipes import io, plots
 
 __all__ = ["write", "render_screenshot", "sections", "to_markdown", "to_html", "overrides"]
@@ -320,7 +322,6 @@ def _activations(ctx: Mapping[str, Any], plot_dir: str, written: dict[str, str]
     stats = ctx.get("activation_stats")
     if not stats:
         return [("notrun", NOT_RUN)]
-    from models import inspect  # imports keras: only when there is something to draw
 
     if isinstance(stats, Sequence) and "layers" in stats[0]:  # ActivationMonitor.records
         ends = [stats[0], stats[-1]] if len(stats) > 1 else stats[:1]
@@ -362,8 +363,8 @@ def _lr_range(ctx: Mapping[str, Any], plot_dir: str, written: dict[str, str]) ->
 def _search(ctx: Mapping[str, Any]) -> list[Block]:
     s = ctx.get("search") or {}
     blocks: list[Block] = []
-    if s.get("plot_png"):
-        blocks.append(_existing_png(s["plot_png"], "search"))
+    for path in s.get("plots") or ([s["plot_png"]] if s.get("plot_png") else []):
+        blocks.append(_existing_png(path, "search"))
     for i, st in enumerate(s.get("stages") or []):
         text = ", ".join(f"{k}: {_fmt(v)}" for k, v in st.items()) if isinstance(
             st, Mapping) else str(st)

@@ -24,11 +24,15 @@ from typing import Any
 import keras
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 from recipes import callbacks as bcallbacks
-from recipes import configs, data, io, monitors, optimizers, pipeline, schedules, tta
+from recipes import cli, configs, data, io, pipeline, tta
 from recipes import workdir as wd
+from recipes.callbacks.writers import (  # noqa: F401 - recipes.train.HistoryCSV & co. too
+    AtomicBackupAndRestore,
+    HistoryCSV,
+    checkpoint_bytes,
+)
 from recipes.prepare import (  # noqa: F401 - recipes.train.prepare & co. keep working
     Prepared,
     jit_compile,
@@ -87,11 +91,6 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
 _SPACE_MARGIN = 1 << 20  # history, plots, TensorBoard events of a short run
 
 
-def checkpoint_bytes(model: keras.Model) -> int:
-    """About the size of ``model.keras`` for this model: weights and two optimizer slots."""
-    return 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights) + (64 << 10)
-
-
 def holds_run(directory: str, cfg: ml_collections.ConfigDict, *, finished_too: bool = False,
               ignored: tuple[tuple[str, str], ...] = ()) -> bool:
     """Whether ``directory`` holds a run of ``cfg``, unfinished (or finished too).
@@ -131,7 +130,7 @@ def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: st
     fit_seconds = time.time() - fit_start
 
     rows = io.read_csv(history_path) if os.path.exists(history_path) else []
-    exploded = _save_monitor_records(cbs, workdir)
+    exploded = bcallbacks.save_monitor_records(cbs, workdir)
     summary = _summarize(p, rows, fit_seconds=fit_seconds)
     if exploded:
         summary["stopped_reason"] = exploded
@@ -160,52 +159,33 @@ def config_callbacks(p: Prepared) -> list[keras.callbacks.Callback]:
     """The callbacks the config asks for that write no files (shared with ``tuning``).
 
     The epoch-keyed data order (``EpochSeed``), the lr logger, the ``plateau`` schedule's
-    callbacks, the momentum schedule and the optimizer switch.
+    callbacks, the momentum schedule and the optimizer switch:
+    ``recipes.callbacks.build_callbacks`` without a workdir.
 
     Raises:
         ValueError: ``optimizer.switch_to`` names no optimizer.
     """
-    cfg, o = p.config, p.config.optimizer
-    cbs: list[keras.callbacks.Callback] = [p.epoch_seed, bcallbacks.LearningRateLogger()]
-    cbs += schedules.callbacks(cfg.schedule, learning_rate=o.learning_rate,
-                               steps_per_epoch=p.steps_per_epoch)
-    if o.momentum_epochs:
-        end = o.beta_1 if o.name in ("adam", "adamw") else o.momentum
-        cbs.append(bcallbacks.MomentumSchedule(o.momentum_start, end, o.momentum_epochs))
-    if o.switch_to:
-        if o.switch_to not in optimizers.NAMES:
-            raise ValueError(f"optimizer.switch_to={o.switch_to!r} is not an optimizer; use one "
-                             f"of {list(optimizers.NAMES)}, or '' for no switch")
-        to = dict(o.to_dict(), name=o.switch_to)
-        cbs.append(bcallbacks.SwitchOptimizer(o.switch_epoch, to,
-                                              learning_rate=o.switch_learning_rate or None))
-    return cbs
+    return bcallbacks.build_callbacks(p.config, steps_per_epoch=p.steps_per_epoch,
+                                      epoch_seed=p.epoch_seed)
 
 
 def _callbacks(p: Prepared, workdir: str, history_path: str,
                extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
-    """The run's callbacks, in order: those that write into ``logs`` come before the writers."""
-    cfg = p.config
-    cbs = config_callbacks(p)
-    cbs += monitors.callbacks(cfg.monitor, probe_x=_probe(p), workdir=workdir,
-                              input_shape=p.splits.info.input_shape,
-                              initial_loss=_first_loss(history_path))
-    cbs += [keras.callbacks.TerminateOnNaN(), *extra]
-    # The writers come before the backup: once the backup says "epoch k done", epoch k's row
-    # and records are on disk. The backup outlives fit (removed once summary.json is
-    # written): a run killed in the final evaluation or save resumes there, not at epoch 1.
-    cbs += [HistoryCSV(history_path), _RecordsWriter(workdir, cbs),
-            AtomicBackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=False)]
-    if p.val_ds is not None:
-        cbs.append(bcallbacks.BestModelCheckpoint(os.path.join(workdir, "best.keras"),
-                                                  "val_accuracy", history_path))
-    if cfg.evaluate.tta != "none" and cfg.evaluate.tta_every and len(p.splits.val):
-        x_val = p.preprocessor.transform(p.splits.val.x)
-        cbs.insert(2, tta.CropAveragingEval(x_val, p.splits.val.y, cfg.evaluate.tta,
-                                            every=cfg.evaluate.tta_every, grid=cfg.evaluate.grid))
-    if cfg.monitor.tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
-    return cbs
+    """The run's callbacks, in ``recipes.callbacks.build_callbacks``'s order."""
+    return bcallbacks.build_callbacks(
+        p.config, steps_per_epoch=p.steps_per_epoch, epoch_seed=p.epoch_seed,
+        workdir=workdir, probe_x=_probe(p), input_shape=p.splits.info.input_shape,
+        initial_loss=bcallbacks.first_loss(history_path), has_val=p.val_ds is not None,
+        tta_eval=_tta_eval(p), extra=extra)
+
+
+def _tta_eval(p: Prepared) -> tta.CropAveragingEval | None:
+    """The crop-averaged validation every ``evaluate.tta_every`` epochs, if asked for."""
+    e = p.config.evaluate
+    if e.tta == "none" or not e.tta_every or not len(p.splits.val):
+        return None
+    x_val = p.preprocessor.transform(p.splits.val.x)
+    return tta.CropAveragingEval(x_val, p.splits.val.y, e.tta, every=e.tta_every, grid=e.grid)
 
 
 def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
@@ -216,177 +196,6 @@ def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
     ds = pipeline.make(split.x[:size], split.y[:size], p.config, training=False,
                        num_classes=p.splits.info.num_classes, preprocessor=p.preprocessor)
     return np.concatenate([x.numpy() for x, _ in ds])
-
-
-def _first_loss(history_path: str) -> float | None:
-    """The first epoch's loss of a run being resumed, as ExplosionGuard's reference."""
-    if not os.path.exists(history_path):
-        return None
-    rows = io.read_csv(history_path)
-    return float(rows[0]["loss"]) if rows and rows[0].get("loss") else None
-
-
-def _save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> str | None:
-    """Writes the monitors' per-layer records for the report; returns a stop reason."""
-    reason = None
-    for cb in cbs:
-        if isinstance(cb, monitors.UpdateRatioMonitor):
-            _write_records(os.path.join(workdir, "update_ratios.json"), cb.records)
-        elif isinstance(cb, monitors.ActivationMonitor):
-            _write_records(os.path.join(workdir, "activation_stats.json"), cb.records)
-        elif isinstance(cb, monitors.ExplosionGuard) and cb.stopped:
-            reason = cb.reason
-    return reason
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` whose backup a SIGKILL cannot corrupt, and that keeps workers in step.
-
-    Keras writes ``latest.weights.h5`` in place and then the epoch in a second file: a kill
-    mid-write leaves an unreadable HDF5 file (every rerun then crashes), and a kill between
-    the two leaves weights and epoch out of step. Here each epoch's weights go atomically to
-    their own file, then ``training_metadata.json`` (atomically) names it and the epoch
-    before; weights older than those two are deleted only after that.
-
-    Under ``MultiWorkerMirroredStrategy`` each worker backs up into its own directory, and a
-    kill can land after one worker has saved epoch k and before another has: restarted as
-    they are, they would run different epochs and break each other's collectives. On
-    restore the workers gather their latest epochs and all resume from the oldest (one
-    worker can be at most one epoch ahead, since every step is a collective).
-    """
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch{self._current_epoch:05d}.weights.h5"
-        path = os.path.join(self.backup_dir, name)
-        io.write_with(path, lambda tmp: self.model.save_weights(tmp, overwrite=True),
-                      suffix=".weights.h5", need=checkpoint_bytes(self.model) // 3 + (64 << 10))
-        old = self._metadata()
-        if not old:
-            previous = None
-        elif old["weights"] == name:  # epoch re-run after a restore from the one before
-            previous = old.get("previous")
-        else:
-            previous = {"epoch": old["epoch"], "weights": old["weights"]}
-        io.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
-                                                     "batch": self._last_batch_seen,
-                                                     "weights": name, "previous": previous})
-        keep = {name, previous["weights"] if previous else name}
-        for f in os.listdir(self.backup_dir):
-            if f.endswith(".weights.h5") and f not in keep and not f.startswith("."):
-                os.remove(os.path.join(self.backup_dir, f))
-
-    def _metadata(self) -> dict[str, Any] | None:
-        if not os.path.exists(self._training_metadata_path):
-            return None
-        meta = io.read_json(self._training_metadata_path, what="backup")
-        if "weights" not in meta:
-            raise ValueError(f"{self.backup_dir} is an older backup format; move it away "
-                             "(training restarts from epoch 1)")
-        return meta
-
-    def _load_model(self):
-        meta = self._metadata()
-        saved = {0: None}  # epoch -> weights file; epoch 0 is the initial weights
-        if meta:
-            saved[meta["epoch"]] = meta["weights"]
-            if meta.get("previous"):
-                saved[meta["previous"]["epoch"]] = meta["previous"]["weights"]
-        epoch = max(saved)
-        strategy = self.model.distribute_strategy
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            epoch = _oldest_epoch_of_all_workers(strategy, epoch)
-            if epoch not in saved:
-                raise ValueError(f"{self.backup_dir} holds epochs {sorted(saved)}, but another "
-                                 f"worker's backup is at epoch {epoch}; move every worker's "
-                                 "backup directory away (training restarts from epoch 1)")
-            saved = {e: w for e, w in saved.items() if e <= epoch}
-        if saved[epoch] is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model._initial_epoch = self._load_newest_readable(saved)
-
-    def _load_newest_readable(self, saved: dict[int, str | None]) -> int:
-        """Loads the newest backup that reads back; an unreadable newest falls back once.
-
-        Returns:
-            The epoch loaded.
-
-        Raises:
-            ValueError: every kept backup is unreadable, naming the files and the fix.
-        """
-        errors = []
-        for epoch in sorted((e for e in saved if saved[e]), reverse=True):
-            path = os.path.join(self.backup_dir, saved[epoch])
-            try:
-                self.model.load_weights(path)
-            except Exception as e:  # noqa: BLE001 - h5py/Keras raise many types on damage
-                errors.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
-                continue
-            if errors:
-                print(f"warning: the newest backup is unreadable: {errors[0]}; resuming from "
-                      f"epoch {epoch} instead", file=sys.stderr, flush=True)
-            return epoch
-        raise ValueError(f"every backup in {self.backup_dir} is unreadable: "
-                         f"{'; '.join(errors)}; move {self.backup_dir} away to restart "
-                         "training from epoch 1")
-
-
-def _oldest_epoch_of_all_workers(strategy: tf.distribute.Strategy, epoch: int) -> int:
-    """The smallest of every worker's ``epoch`` (a collective: all workers must call it)."""
-    mine = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant([epoch], tf.int64))
-    return int(tf.reduce_min(strategy.gather(mine, axis=0)).numpy())
-
-
-class _RecordsWriter(keras.callbacks.Callback):
-    """Saves the monitors' records after every epoch, so a killed run keeps its epochs."""
-
-    def __init__(self, workdir: str, cbs: list[keras.callbacks.Callback]):
-        super().__init__()
-        self.workdir, self.cbs = workdir, cbs  # the run's callbacks (the same list)
-
-    def on_epoch_end(self, epoch, logs=None):
-        _save_monitor_records(self.cbs, self.workdir)
-
-
-def _write_records(path: str, records: list[dict[str, Any]]) -> None:
-    """Writes a monitor's per-epoch records, keeping a resumed run's earlier epochs."""
-    first = min((r["epoch"] for r in records), default=None)
-    old = io.read_json(path, what="monitor records") if os.path.exists(path) else []
-    kept = [r for r in old if first is not None and r.get("epoch", first) < first]
-    io.write_json(path, kept + list(records) if first is not None else old)
-
-
-class HistoryCSV(keras.callbacks.Callback):
-    """Writes ``history.csv`` atomically after every epoch, keeping rows across a resume.
-
-    Keras's ``CSVLogger`` appends line by line (a kill can leave half a line) and, on a
-    resumed run, cannot drop rows of epochs that are re-run; this rewrites the whole file
-    through a rename and keys rows by epoch.
-    """
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-
-    def on_train_begin(self, logs=None):
-        self.rows = io.read_csv(self.path) if os.path.exists(self.path) else []
-        for n, row in enumerate(self.rows, start=2):  # line 1 is the header
-            if None in row or None in row.values() or not str(row.get("epoch", "")).isdigit():
-                raise ValueError(f"history {self.path} is corrupt or half-written (line {n}; "
-                                 "an older version appended to it in place); move it away "
-                                 "or use a new workdir")
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
-        columns: list[str] = []
-        for r in self.rows:
-            columns += [k for k in r if k not in columns]
-        io.write_csv(self.path, self.rows, columns)
 
 
 def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
@@ -470,8 +279,6 @@ def _comparable(tree: Mapping[str, Any], ignored: tuple[tuple[str, str], ...]) -
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m recipes.train``: see ``recipes.cli``."""
-    from recipes import cli
-
     cli.main_for(lambda cfg, flags: run(cfg, flags.workdir, overwrite=flags.overwrite),
                  argv if argv is not None else sys.argv, prog="recipes.train")
 

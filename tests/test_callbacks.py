@@ -1,9 +1,12 @@
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import callbacks, losses, optimizers, schedules
+from recipes import callbacks, io, losses, optimizers, schedules
 
 LR = 0.1
 
@@ -147,3 +150,100 @@ def test_switch_optimizer_bad_arguments():
         callbacks.SwitchOptimizer(0, "momentum")
     with pytest.raises(ValueError, match="is not an optimizer"):
         callbacks.SwitchOptimizer(3, {"name": "sgdm"})
+
+
+# -- writers -------------------------------------------------------------------------------
+
+def test_history_csv_keeps_earlier_epochs_when_resumed(tmp_path):
+    path = str(tmp_path / "history.csv")
+    writer = callbacks.HistoryCSV(path)
+    writer.on_train_begin()
+    for epoch in range(3):
+        writer.on_epoch_end(epoch, {"loss": 1.0 - epoch / 10})
+    # A resumed run restarts at epoch index 2: rows 1 and 2 stay, row 3 is replaced.
+    resumed = callbacks.HistoryCSV(path)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"loss": 0.5, "lr": 0.1})
+    rows = io.read_csv(path)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[2]["loss"] == "0.5" and rows[2]["lr"] == "0.1" and rows[0]["lr"] == ""
+    assert callbacks.first_loss(path) == pytest.approx(1.0)
+    assert callbacks.first_loss(str(tmp_path / "none.csv")) is None
+
+
+def test_backup_keeps_the_epoch_before_its_latest(tmp_path):
+    # A multi-worker resume may have to go one epoch back (see test_multi_worker.py), so the
+    # backup holds its latest two epochs, and still two when the latest is re-run.
+    x, y = _data()
+    model = _model(optimizers.get("adam"))
+    backup = callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    backup.set_model(model)
+
+    def save(epoch):  # the end of epoch `epoch` (1-based), as fit reports it
+        backup.on_epoch_end(epoch - 1)
+        meta = json.load(open(tmp_path / "backup" / "training_metadata.json"))
+        return meta, sorted(f for f in os.listdir(tmp_path / "backup") if f.endswith(".h5"))
+
+    meta, files = save(1)
+    assert meta["previous"] is None and files == ["epoch00001.weights.h5"]
+    save(2)
+    meta, files = save(3)
+    assert meta["epoch"] == 3 and meta["previous"]["epoch"] == 2
+    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
+    meta, files = save(3)  # epoch 3 re-run after a restore from epoch 2
+    assert meta["previous"]["epoch"] == 2
+    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
+    resumed = callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"),
+                                               delete_checkpoint=False)
+    h = model.fit(x, y, epochs=5, verbose=0, callbacks=[resumed])
+    assert h.epoch == [3, 4]  # resumed after epoch 3
+
+
+def test_best_model_checkpoint_keeps_the_best_across_a_resume(tmp_path):
+    x, y = _data()
+    model = _model(optimizers.get("sgd"))
+    path, history = str(tmp_path / "best.keras"), str(tmp_path / "history.csv")
+    io.write_csv(history, [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.2}],
+                 ["epoch", "val_loss"])
+    best = callbacks.BestModelCheckpoint(path, "val_loss", history)
+    best.set_model(model)
+    best.on_train_begin()
+    best.on_epoch_end(2, {"val_loss": 0.3})  # worse than epoch 2's, read from the history
+    assert not os.path.exists(path) and best.best_epoch == 2
+    best.on_epoch_end(3, {"val_loss": 0.1})
+    assert best.best_epoch == 4 and os.path.exists(path)
+    assert keras.saving.load_model(path, safe_mode=True).count_params() == model.count_params()
+
+
+def test_records_writer_keeps_a_resumed_runs_earlier_epochs(tmp_path):
+    path = str(tmp_path / "update_ratios.json")
+    callbacks.writers.write_records(path, [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 2}])
+    callbacks.writers.write_records(path, [{"epoch": 2, "a": 3}])  # epoch 2 re-run
+    assert io.read_json(path, what="records") == [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 3}]
+    mon, guard = callbacks.UpdateRatioMonitor(every=1), callbacks.ExplosionGuard()
+    mon.records = [{"epoch": 3, "step": 0, "ratios": {}}]
+    writer = callbacks.RecordsWriter(str(tmp_path), [guard, mon])
+    writer.on_epoch_end(2)
+    assert [r["epoch"] for r in io.read_json(path, what="records")] == [1, 2, 3]
+    assert callbacks.save_monitor_records([guard, mon], str(tmp_path)) is None
+
+
+# -- the package's names -------------------------------------------------------------------
+
+def test_inner_optimizer_unwraps_a_loss_scale_optimizer():
+    sgd = optimizers.get("sgd", learning_rate=0.25)
+    assert callbacks.inner_optimizer(sgd) is sgd
+    assert callbacks.inner_optimizer(keras.optimizers.LossScaleOptimizer(sgd)) is sgd
+    assert callbacks.learning_rate_schedule(sgd) is None
+    assert callbacks.learning_rate_used(sgd) == pytest.approx(0.25)
+
+
+def test_old_names_still_import():
+    from recipes import lr_range, monitors, train
+
+    assert lr_range.BatchLossRecorder is callbacks.BatchLossRecorder
+    assert lr_range.EXPLODE_FACTOR == callbacks.EXPLOSION_FACTOR
+    assert monitors.ExplosionGuard is callbacks.ExplosionGuard
+    assert train.HistoryCSV is callbacks.HistoryCSV
+    assert train.AtomicBackupAndRestore is callbacks.AtomicBackupAndRestore
+    assert train.checkpoint_bytes is callbacks.checkpoint_bytes

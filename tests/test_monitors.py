@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes import monitors
+from recipes import monitors as old_monitors
+from recipes.callbacks import monitors
 
 
 def _data(n=64, shape=(4,), classes=3, seed=0):
@@ -188,7 +189,7 @@ def test_update_ratio_sampling_schedule_and_single_warning(caplog):
     x, y = _data(80)
     model = _mlp(lr=5.0)  # far too high: median ratio > 1e-2
     mon = monitors.UpdateRatioMonitor(every=3)
-    with caplog.at_level(logging.WARNING, logger="recipes.monitors"):
+    with caplog.at_level(logging.WARNING, logger="recipes.callbacks.monitors"):
         hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[mon])
     assert [r["step"] for r in mon.records] == [0, 3, 6, 9]  # 5 steps per epoch
     assert [r["epoch"] for r in mon.records] == [1, 1, 2, 2]
@@ -236,7 +237,21 @@ def test_activation_monitor_dead_relu_and_tensorboard(tmp_path):
     tags = {(v.tag, e.step) for f in events
             for e in tf.compat.v1.train.summary_iterator(str(log_dir / f)) for v in e.summary.value}
     assert tags == {("activations/act_0", 1), ("activations/act_0", 2)}
-    assert mon._writer is None  # closed at train end
+    assert not _open_files_under(log_dir)  # the event file is closed at train end
+
+
+def _open_files_under(directory):
+    """Files under ``directory`` this process holds open (Linux's /proc; [] elsewhere)."""
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        return []
+    targets = []
+    for fd in os.listdir(fds):
+        try:
+            targets.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return [t for t in targets if t.startswith(str(directory))]
 
 
 def test_activation_monitor_every_and_missing_layers():
@@ -301,19 +316,67 @@ def test_first_layer_weights_conv(tmp_path):
 def test_callbacks_from_config(tmp_path):
     off = {"explosion_factor": 0.0, "update_ratio_every": 0, "activations_every": 0,
            "first_layer_every": 0, "tensorboard": True}
-    cbs = monitors.callbacks(off)
+    cbs = monitors.monitor_callbacks(off)
     assert [type(c).__name__ for c in cbs] == ["ExplosionGuard"] and cbs[0].factor == 0.0
     on = dict(off, update_ratio_every=100, activations_every=1, first_layer_every=5)
-    cbs = monitors.callbacks(on, probe_x=np.zeros((2, 4)), workdir=str(tmp_path))
+    cbs = monitors.monitor_callbacks(on, probe_x=np.zeros((2, 4)), workdir=str(tmp_path))
     assert [type(c).__name__ for c in cbs] == ["ExplosionGuard", "UpdateRatioMonitor",
                                                 "ActivationMonitor", "FirstLayerWeights"]
     assert cbs[2].log_dir == os.path.join(str(tmp_path), "tensorboard", "activations")
     with pytest.raises(ValueError, match="probe_x"):
-        monitors.callbacks(on, workdir=str(tmp_path))
+        monitors.monitor_callbacks(on, workdir=str(tmp_path))
     from recipes.configs import base
 
     cfg = base.get_config().monitor  # all four on by default: cheap enough to leave on
-    names = [type(c).__name__ for c in monitors.callbacks(cfg, probe_x=np.zeros((2, 4)),
-                                                          workdir=str(tmp_path))]
+    cbs = monitors.monitor_callbacks(cfg, probe_x=np.zeros((2, 4)), workdir=str(tmp_path))
+    names = [type(c).__name__ for c in cbs]
     assert names == ["ExplosionGuard", "UpdateRatioMonitor", "ActivationMonitor",
                      "FirstLayerWeights"]
+    assert cbs[0].factor == monitors.EXPLOSION_FACTOR == cfg.explosion_factor
+
+
+def test_old_module_re_exports_the_monitors():
+    for name in old_monitors.__all__:
+        if name != "callbacks":
+            assert getattr(old_monitors, name) is getattr(monitors, name), name
+    assert old_monitors.callbacks is monitors.monitor_callbacks
+    assert old_monitors.ExplosionGuard.__module__ == "recipes.callbacks.monitors"
+
+
+# -- BatchLossRecorder -------------------------------------------------------------------------
+
+def _batches(n=40, batch=8):
+    x, y = _data(n, shape=(5,))
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def test_recorder_skips_the_validation_pass_of_fit():
+    ds = _batches()  # 5 batches
+    model = _mlp(shape=(5,), lr=1e-12)
+    rec = monitors.BatchLossRecorder()
+    model.fit(ds, validation_data=ds.take(2), epochs=2, verbose=0, callbacks=[rec])
+    direct = [float(model.evaluate(bx, by, verbose=0)[0]) for bx, by in ds]
+    assert rec.losses == pytest.approx(direct * 2, rel=1e-4) and rec.stopped == ""
+    rec.losses = []
+    model.evaluate(ds, verbose=0, callbacks=[rec])  # evaluate itself is recorded
+    assert rec.losses == pytest.approx(direct, rel=1e-4)
+
+
+def test_recorder_groups_with_steps_per_execution():
+    ds = _batches(48)  # 6 batches, 3 whole groups (Keras numbers a last half group oddly)
+    model = _mlp(shape=(5,), lr=1e-12)
+    model.compile(model.optimizer, model.loss, steps_per_execution=2)
+    rec = monitors.BatchLossRecorder()
+    model.fit(ds, epochs=1, verbose=0, callbacks=[rec])
+    direct = [float(np.ravel(model.evaluate(bx, by, verbose=0))[0]) for bx, by in ds]
+    # Keras calls the hook at batches 1, 3 and 5: the mean loss of each group.
+    groups = [np.mean(direct[0:2]), np.mean(direct[2:4]), np.mean(direct[4:6])]
+    assert rec.losses == pytest.approx(groups, rel=1e-4)
+
+
+def test_recorder_stops_at_the_explosion_rule():
+    model = _mlp(shape=(5,), lr=1e6)
+    rec = monitors.BatchLossRecorder(initial=1.0)
+    model.fit(_batches(400), epochs=1, verbose=0, callbacks=[rec])
+    assert rec.stopped.startswith(("nan/inf", "loss > 3× initial"))
+    assert len(rec.losses) < 50  # stopped at the step, not at the end of the epoch

@@ -1,4 +1,4 @@
-"""tuning.search: narrowing (pure), coarse to fine and early abort on digits, resume, CLI."""
+"""tuning: narrowing (pure), coarse to fine and early abort on digits, resume, the CLI."""
 
 import json
 import math
@@ -11,10 +11,13 @@ import time
 
 import pytest
 
-from recipes import configs, io
+import tuning
+from recipes import configs, io, ranges
+from tuning import cli, tuners
 from tuning import search as tuning_search
 from tuning import space as S
-from tuning.search import Stage, coarse_to_fine, narrow, parse_stages, search_step
+from tuning.narrowing import Stage, edge_notes, narrow, parse_stages
+from tuning.search import TrialEnd, coarse_to_fine, search_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^val_acc: \d\.\d{6}, lr: \d\.\d{6}e[+-]\d\d, (?:[\w.]+: [^,]+, )*"
@@ -115,12 +118,24 @@ def test_edge_notes_match_diagnose_rule():
     from recipes import diagnose
 
     space = S.parse("optimizer.learning_rate=log:1e-6:1e-3")
-    notes = tuning_search.edge_notes(space, {"optimizer.learning_rate": 9e-4})
+    notes = edge_notes(space, {"optimizer.learning_rate": 9e-4})
     assert len(notes) == 1 and notes[0].kind == "edge"
     found = diagnose.diagnose({}, {"search": {"optimizer.learning_rate": {
         "best": 9e-4, "lo": 1e-6, "hi": 1e-3, "log": True}}})
     assert [f.code for f in found] == ["best_at_search_edge"]
-    assert not tuning_search.edge_notes(space, {"optimizer.learning_rate": 3e-5})
+    assert not edge_notes(space, {"optimizer.learning_rate": 3e-5})
+
+
+def test_edge_rule_is_shared_with_diagnose():
+    # one position, one margin: 9e-4 in [1e-6, 1e-3] is at 98 % in log units, 90 % linearly
+    assert ranges.edge_position(1e-6, 1e-3, 9e-4, log=True) == pytest.approx(
+        (math.log(9e-4) - math.log(1e-6)) / (math.log(1e-3) - math.log(1e-6)))
+    assert ranges.edge_position(0, 10, 9.5) == pytest.approx(0.95)
+    assert [ranges.edge_side(p) for p in (0.05, 0.1, 0.5, 0.9, 0.95)] == [
+        "low", None, None, None, "high"]
+    assert ranges.edge_side(0.15, margin=0.2) == "low"
+    with pytest.raises(ZeroDivisionError):
+        ranges.edge_position(1.0, 1.0, 1.0)
 
 
 def test_parse_stages():
@@ -150,10 +165,10 @@ def _digits_config():
 def c2f(tmp_path_factory):
     cfg = _digits_config()
     workdir = str(tmp_path_factory.mktemp("c2f"))
-    start = time.time()
+    ends = []
     res = coarse_to_fine(cfg, cfg.search.space, cfg.search.stages, keep_top=2, workdir=workdir,
-                         seed=1, verbose=0)
-    return cfg, workdir, res, time.time() - start
+                         seed=1, verbose=0, on_trial_end=ends.append)
+    return cfg, workdir, res, ends
 
 
 def test_coarse_to_fine_narrows_lr_range_around_best(c2f):
@@ -215,6 +230,15 @@ def test_best_config_trains_with_recipes_train(c2f, tmp_path):
     assert summary["epochs"] == 1 and summary["val_accuracy"] > 0.3
 
 
+def test_on_trial_end_hears_every_trial_once_its_results_are_written(c2f):
+    _, _, res, ends = c2f  # ends: what the hook heard
+    assert all(isinstance(e, TrialEnd) and e.role == "none" for e in ends)
+    assert [e.finished for e in ends] == list(range(1, 9))
+    assert [e.more for e in ends] == [True] * 7 + [False]  # the last trial leaves nothing
+    assert [(e.record["stage"], e.record["trial"]) for e in ends] == sorted(
+        (t["stage"], t["trial"]) for t in res.trials)
+
+
 def test_search_step_resumes_the_finished_search(c2f):
     cfg, workdir, res, _ = c2f
     before = io.read_csv(os.path.join(workdir, "trials.csv"))
@@ -222,7 +246,13 @@ def test_search_step_resumes_the_finished_search(c2f):
     out = search_step(cfg, workdir=workdir, verbose=0)
     assert time.time() - start < 20  # nothing re-run
     assert io.read_csv(os.path.join(workdir, "trials.csv")) == before
-    assert set(out) >= {"best_config", "best", "stages", "edge_warnings", "lines", "search"}
+    assert set(out) == {"best_config", "best", "stages", "edge_warnings", "lines", "search",
+                        "epochs_spent", "plots"}
+    assert out["plots"]["lr_reg"] == os.path.join(workdir, "plots", "lr_reg.png")
+    assert os.path.exists(out["plots"]["lr_reg"])
+    assert os.path.join(workdir, "plots", "val_accuracy_vs_model_l2.png") in \
+        out["plots"]["params"]
+    assert all(os.path.exists(p) for p in out["plots"]["params"])
     assert out["best"]["values"] == res.best["values"]
     assert out["best_config"].optimizer.learning_rate == res.best["values"][
         "optimizer.learning_rate"]
@@ -241,8 +271,8 @@ def test_exploding_trials_are_recorded_and_the_search_carries_on(tmp_path, capsy
     cfg = _digits_config()
     # Grid order: 1e6, 1e7, 1e8 first -- three explosions in a row, KerasTuner's limit of
     # consecutive failures -- then 1e-2, which must still run.
-    res = tuning_search.search(cfg, "optimizer.learning_rate=choice:1e6|1e7|1e8|1e-2", trials=4,
-                               epochs=2, workdir=str(tmp_path), strategy="grid", verbose=1)
+    res = tuning.search(cfg, "optimizer.learning_rate=choice:1e6|1e7|1e8|1e-2", trials=4,
+                        epochs=2, workdir=str(tmp_path), strategy="grid", verbose=1)
     by_lr = {t["values"]["optimizer.learning_rate"]: t for t in res.trials}
     for lr in (1e6, 1e7, 1e8):
         t = by_lr[lr]
@@ -327,9 +357,31 @@ def test_half_written_kerastuner_state_is_named_with_the_fix(tmp_path):
     (project / "trial_0" / "trial.json").write_text('{"trial_id": "0", "hyperpar')
     with pytest.raises(ValueError, match=r"trial_0/trial.json is corrupt or half-written.*"
                                          r"move .*stage2 away to rerun stage 2"):
-        tuning_search._check_state(str(project), 2)
+        tuners.check_state(str(project), 2)
     (project / "trial_0" / "trial.json").write_text('{"trial_id": "0"}')
-    tuning_search._check_state(str(project), 2)  # intact state passes
+    tuners.check_state(str(project), 2)  # intact state passes
+    tuners.check_state(str(tmp_path / "kt" / "stage3"), 3)  # no state yet passes
+
+
+def test_tuning_search_is_the_module_and_calls_search():
+    # DESIGN.md's names: tuning.search(...) and python -m tuning.search (tuning.search.X)
+    assert tuning.search is tuning_search and callable(tuning.search)
+    assert callable(tuning.search.check_space_values)  # recipes.babysit calls it
+    with pytest.raises(ValueError, match="--workdir is required"):
+        tuning.search(configs.get("digits_mlp:quick"), None, 2, 1, "")
+
+
+def test_cli_recycles_only_a_local_search_with_trials_left(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, args: calls.append(args))
+    assert cli.recycler(0, ["--trials=3"]) is None  # 0 = never: no hook at all
+    hook = cli.recycler(2, ["--trials=3", "--overwrite"], verbose=False)
+    hook(TrialEnd(1, True, "none", {}))
+    hook(TrialEnd(2, True, "chief", {}))  # a chief serves its workers: never restarted
+    hook(TrialEnd(3, False, "none", {}))  # nothing left to resume
+    assert calls == []
+    hook(TrialEnd(2, True, "none", {}))
+    assert calls == [[sys.executable, "-m", "tuning.search", "--trials=3", "--overwrite"]]
 
 
 @pytest.mark.slow  # 30 one-epoch trials, twice restarted: ~1-2 min on 2 cores

@@ -114,21 +114,6 @@ def test_unfinished_run_of_another_config_is_refused(tmp_path):
         train.run(quick(), str(workdir))
 
 
-def test_history_csv_keeps_earlier_epochs_when_resumed(tmp_path):
-    path = str(tmp_path / "history.csv")
-    writer = train.HistoryCSV(path)
-    writer.on_train_begin()
-    for epoch in range(3):
-        writer.on_epoch_end(epoch, {"loss": 1.0 - epoch / 10})
-    # A resumed run restarts at epoch index 2: rows 1 and 2 stay, row 3 is replaced.
-    resumed = train.HistoryCSV(path)
-    resumed.on_train_begin()
-    resumed.on_epoch_end(2, {"loss": 0.5, "lr": 0.1})
-    rows = io.read_csv(path)
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert rows[2]["loss"] == "0.5" and rows[2]["lr"] == "0.1" and rows[0]["lr"] == ""
-
-
 @pytest.mark.slow
 def test_fashion_mlp_five_epochs_reaches_085(tmp_path):
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
@@ -173,31 +158,6 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
             assert float(a[key]) == float(b[key]), (a["epoch"], key)
     for key in ("train_loss", "val_loss", "test_loss", "test_accuracy"):
         assert resumed[key] == full[key], key
-
-
-def test_backup_keeps_the_epoch_before_its_latest(tmp_path):
-    # A multi-worker resume may have to go one epoch back (see test_multi_worker.py), so the
-    # backup holds its latest two epochs, and still two when the latest is re-run.
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    backup = train.AtomicBackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
-    backup.set_model(model)
-
-    def save(epoch):
-        backup._current_epoch = epoch
-        backup._save_model()
-        meta = json.load(open(tmp_path / "backup" / "training_metadata.json"))
-        return meta, sorted(f for f in os.listdir(tmp_path / "backup") if f.endswith(".h5"))
-
-    meta, files = save(1)
-    assert meta["previous"] is None and files == ["epoch00001.weights.h5"]
-    save(2)
-    meta, files = save(3)
-    assert meta["epoch"] == 3 and meta["previous"]["epoch"] == 2
-    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
-    meta, files = save(3)  # epoch 3 re-run after a restore from epoch 2
-    assert meta["previous"]["epoch"] == 2
-    assert files == ["epoch00002.weights.h5", "epoch00003.weights.h5"]
 
 
 def test_crop_averaging_best_checkpoint_and_summary(tmp_path):

@@ -1,6 +1,6 @@
 """``python -m tuning``: the same command as ``python -m tuning.search``."""
 
-from tuning.search import main
+from tuning.cli import main
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ pipelines, not on arrays KerasTuner would pass in, which is what makes the batch
 the input pipeline searchable.
 
 Early abort (CS231n "Training Neural Networks II": "if the cost is ever > 3× the original
-cost, break out early"): every trial runs under ``recipes.monitors.ExplosionGuard``. A trial
+cost, break out early"): every trial runs under ``recipes.callbacks.ExplosionGuard``. A trial
 it stops is *not* a crash: it reports a finite bad score (val accuracy 0, val loss
 ``EXPLODED_LOSS``) and ``exploded=1``, so KerasTuner's consecutive-failure limit never
 ends the search because of a too-high learning rate.
@@ -28,11 +28,11 @@ import keras
 import keras_tuner as kt
 import ml_collections
 
-from recipes import configs, data, monitors, train
+from recipes import configs, data, train
+from recipes.callbacks import monitors
 from tuning import space as space_lib
 
-__all__ = ["ConfigHyperModel", "Outcome", "EXPLODED_LOSS", "explosion_reason",
-           "training_callbacks"]
+__all__ = ["ConfigHyperModel", "Outcome", "EXPLODED_LOSS", "explosion_reason"]
 
 #: The val loss reported for an exploded trial: finite (the oracle accepts it) and worse
 #: than any real loss.
@@ -72,7 +72,8 @@ class Outcome:
         }
 
 
-def explosion_reason(metrics: Mapping[str, float], factor: float = 3.0) -> str:
+def explosion_reason(metrics: Mapping[str, float],
+                     factor: float = monitors.EXPLOSION_FACTOR) -> str:
     """Rebuilds an exploded trial's reason from its metrics (what a remote worker sent).
 
     Args:
@@ -138,7 +139,8 @@ class ConfigHyperModel(kt.HyperModel):
         cfg = self.config_for(hp.values)
         try:
             self._prepared = train.prepare(cfg, splits=self.splits)
-            self._callbacks = training_callbacks(self._prepared)
+            # the callbacks the config asks for, as recipes.train.run adds them (no files)
+            self._callbacks = train.config_callbacks(self._prepared)
         except ValueError as e:
             shown = ", ".join(f"{k}={v}" for k, v in hp.values.items())
             raise kt.errors.FatalValueError(f"{e} (trial values: {shown})") from e
@@ -182,15 +184,6 @@ class ConfigHyperModel(kt.HyperModel):
         return self.last.metrics()
 
 
-def training_callbacks(p: train.Prepared) -> list[keras.callbacks.Callback]:
-    """The callbacks the config asks for, exactly as ``recipes.train.run`` adds them (no files).
-
-    Raises:
-        ValueError: ``optimizer.switch_to`` names no optimizer.
-    """
-    return train.config_callbacks(p)
-
-
 @contextlib.contextmanager
 def _quiet_trial() -> Iterator[None]:
     """Silences what a search says once per trial anyway, in its own line.
@@ -198,7 +191,7 @@ def _quiet_trial() -> Iterator[None]:
     ExplosionGuard's stop warning (the trial's line gives the reason) and TensorFlow's
     "triggered tf.function retracing" (every trial builds a new model: expected).
     """
-    loggers = [logging.getLogger(monitors.__name__), logging.getLogger("tensorflow")]
+    loggers = [monitors.logger, logging.getLogger("tensorflow")]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:

@@ -12,6 +12,8 @@ of their path (the whole path when two share it).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import pprint
@@ -21,10 +23,13 @@ from typing import Any
 import ml_collections
 
 from recipes import io, plots
+from recipes.callbacks import EXPLOSION_FACTOR
+from tuning import hypermodel
 from tuning import space as space_lib
 
-__all__ = ["record", "short_names", "line", "write_trials_csv", "plot_params", "plot_lr_reg",
-           "write_best_config", "best_of", "REG_PATHS", "STATUSES"]
+__all__ = ["SearchResult", "record", "short_names", "line", "write_trials_csv", "plot_params",
+           "plot_lr_reg", "write_best_config", "best_of", "epochs_spent", "json_tree",
+           "REG_PATHS", "STATUSES"]
 
 #: The lecture's names for the two parameters its search tunes.
 LECTURE_NAMES = {"optimizer.learning_rate": "lr", "model.l2": "reg"}
@@ -36,7 +41,7 @@ STATUSES = ("completed", "exploded", "failed", "running")
 # -- records -----------------------------------------------------------------------------
 
 def record(trial: Any, *, stage: int, config: ml_collections.ConfigDict,
-           explosion_factor: float = 3.0) -> dict[str, Any]:
+           explosion_factor: float = EXPLOSION_FACTOR) -> dict[str, Any]:
     """One row for a KerasTuner ``Trial``: values, status, val accuracy/loss, epochs, seconds.
 
     Args:
@@ -50,8 +55,6 @@ def record(trial: Any, *, stage: int, config: ml_collections.ConfigDict,
         "epochs_run", "epochs_trained", "seconds", "reason"}``; status is one of
         ``STATUSES``; ``epochs_trained`` counts an aborted epoch by the steps it took.
     """
-    from tuning import hypermodel
-
     metrics = {}
     for name in ("val_accuracy", "val_loss", "epochs_run", "epochs_trained", "seconds",
                  "exploded", "explosion_step"):
@@ -102,6 +105,62 @@ def best_of(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(ok, key=lambda r: (r["val_accuracy"], -r["number"])) if ok else None
 
 
+def epochs_spent(records: Iterable[Mapping[str, Any]]) -> float:
+    """Trial-epochs actually trained; an aborted epoch counts the fraction it ran."""
+    total = 0.0
+    for r in records:
+        if r["status"] != "running":
+            v = r.get("epochs_trained")
+            total += float(v if v is not None else (r["epochs_run"] or 0))
+    return round(total, 3)
+
+
+# -- what a search found -------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a search found.
+
+    Attributes:
+        best_config: the config tree with the best values (None on a worker or if no trial
+            completed); ``workdir/best_config.py`` returns it.
+        best: the best trial's record (``values``, ``val_accuracy``, ``val_loss``, ...).
+        trials: every trial's record, all stages.
+        stages: per stage ``{stage, trials, epochs, space, ranges, notes, best,
+            epochs_spent}``.
+        edge_warnings: the lecture's "best on the edge of the range" warnings.
+        lines: the lecture-format line of every finished trial.
+        workdir: where the artifacts are.
+        plots: the plots written under ``workdir/plots``: ``{"lr_reg": path or None,
+            "params": [paths]}`` (empty on a worker, or when plotting failed).
+    """
+
+    best_config: ml_collections.ConfigDict | None
+    best: dict[str, Any] | None
+    trials: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    edge_warnings: list[str]
+    lines: list[str]
+    workdir: str
+    plots: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def epochs_spent(self) -> float:
+        """Trial-epochs actually trained; an aborted epoch counts the fraction it ran."""
+        return epochs_spent(self.trials)
+
+    def diagnose_stats(self) -> dict[str, dict[str, Any]]:
+        """``stats["search"]`` for ``recipes.diagnose``: ``{param: {best, lo, hi, log}}``."""
+        if not self.best or not self.stages:
+            return {}
+        out = {}
+        for path, r in self.stages[-1]["ranges"].items():
+            if "lo" in r and path in self.best["values"]:
+                out[path] = {"best": self.best["values"][path], "lo": r["lo"], "hi": r["hi"],
+                             "log": r["log"]}
+        return out
+
+
 # -- the lecture's line ------------------------------------------------------------------
 
 def short_names(paths: Sequence[str]) -> dict[str, str]:
@@ -119,13 +178,10 @@ def short_names(paths: Sequence[str]) -> dict[str, str]:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
+    """A value in the lecture's line: ``1.405206e-04`` for floats, else as the space writes it."""
     if isinstance(v, float):
         return f"{v:e}"
-    if isinstance(v, tuple):
-        return "-".join(str(x) for x in v)
-    return str(v)
+    return space_lib.value_text(v)
 
 
 def line(rec: Mapping[str, Any], total: int, names: Mapping[str, str] | None = None) -> str:
@@ -296,7 +352,7 @@ def write_best_config(workdir: str, cfg: ml_collections.ConfigDict,
     Returns:
         The two paths.
     """
-    tree = _plain(cfg.to_dict())
+    tree = json_tree(cfg.to_dict())
     json_path = os.path.join(workdir, "best_config.json")
     py_path = os.path.join(workdir, "best_config.py")
     io.write_json(json_path, tree)
@@ -322,10 +378,10 @@ def write_best_config(workdir: str, cfg: ml_collections.ConfigDict,
     return json_path, py_path
 
 
-def _plain(tree: Any) -> Any:
-    """Tuples → lists, recursively (JSON's shapes, so the .py literal equals the .json)."""
-    if isinstance(tree, Mapping):
-        return {k: _plain(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_plain(v) for v in tree]
-    return tree
+def json_tree(tree: Any) -> Any:
+    """``tree`` as JSON reads it back: tuples → lists, recursively (a copy).
+
+    The one sanitizer of the search's JSON: the request in ``search.json`` (compared on
+    resume) and ``best_config.json`` (whose ``.py`` literal must equal it).
+    """
+    return json.loads(json.dumps(tree, default=list))

@@ -18,6 +18,8 @@ from typing import Any
 
 import ml_collections
 
+from recipes.configs import base as base_config
+
 _HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -118,9 +120,7 @@ def complete(config: Any) -> ml_collections.ConfigDict:
         ValueError: ``config`` is not a ConfigDict, a dict or None; a field that the tree does
             not have or of the wrong type, named with its dotted path; a seed out of range.
     """
-    from recipes.configs import base
-
-    full = base.get_config()
+    full = base_config.get_config()
     if config is None:
         return full
     if hasattr(config, "to_dict"):  # ConfigDict, FrozenConfigDict
@@ -184,9 +184,7 @@ def config_fields(cfg: Any, branch: str) -> dict[str, Any]:
     Raises:
         ValueError: a field the branch does not have (the valid fields are listed).
     """
-    from recipes.configs import base
-
-    fields = base.get_config()[branch].to_dict()
+    fields = base_config.get_config()[branch].to_dict()
     if cfg is None:
         given: dict[str, Any] = {}
     elif isinstance(cfg, str):

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from recipes import cli, io
+
 # The lecture's experiments in lecture order; a results folder not listed here is appended.
 EXPERIMENTS = (
     "preprocessing",
@@ -377,7 +379,6 @@ def main(argv: list[str]) -> None:
     """``python -m recipes.experiments.claims --results=DIR --out=FILE [--check]``."""
     from absl import flags
 
-    from recipes import cli, io
 
     f = flags.FLAGS
     prog = "recipes.experiments.claims"
@@ -411,7 +412,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from absl import app
 
-    from recipes import cli
 
     _define_flags()
     app.run(main, argv=sys.argv, flags_parser=cli.parse_flags)

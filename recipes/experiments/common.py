@@ -28,7 +28,7 @@ from typing import Any
 
 import ml_collections
 
-from recipes import configs, data, io, prepare, train
+from recipes import cli, configs, data, io, prepare, train
 
 VERDICTS = ("confirmed", "not confirmed here", "depends")
 #: The per-epoch columns a variant keeps as its curves (``variant_record``, ``curves``).
@@ -271,7 +271,6 @@ def cli_main(run_experiment: Callable[..., dict[str, Any]], module: str) -> None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from absl import app, flags
 
-    from recipes import cli
 
     flags.DEFINE_string("workdir", None, "Directory for results.json, plots and the runs.")
     flags.DEFINE_bool("quick", False, "Digits and tiny models (under a minute, for CI).")

@@ -45,7 +45,18 @@ import keras
 import ml_collections
 import numpy as np
 
-from recipes import configs, data, distill, ensemble, io, prepare, preprocessing, train, tta
+from recipes import (
+    cli,
+    configs,
+    data,
+    distill,
+    ensemble,
+    io,
+    prepare,
+    preprocessing,
+    train,
+    tta,
+)
 
 
 def member_config(quick: bool) -> ml_collections.ConfigDict:
@@ -190,7 +201,6 @@ def main(argv: list[str]) -> None:
     """Runs the experiment and prints the table."""
     from absl import flags
 
-    from recipes import cli
 
     f = flags.FLAGS
     if len(argv) > 1:
@@ -221,6 +231,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Directory for results.json and the runs.")
     flags.DEFINE_bool("quick", False, "Digits and tiny models (~1 minute).")
     flags.DEFINE_integer("members", 3, "Models in the ensemble.")
-    from recipes import cli
 
     app.run(main, argv=sys.argv, flags_parser=cli.parse_flags)

@@ -28,6 +28,10 @@ import sys
 
 import numpy as np
 
+import models
+from models import inspect
+from recipes import cli, io
+
 CASES = (
     ("tanh", "small"),
     ("tanh", "large"),
@@ -74,8 +78,6 @@ def run_experiment(
     """
     import keras
 
-    import models
-    from models import inspect
 
     x = np.random.default_rng(seed).standard_normal((examples, units)).astype("float32")
     runs, summary = {}, {}
@@ -123,9 +125,6 @@ def run_experiment(
 
 def write(results: dict, workdir: str) -> None:
     """Writes ``results.json`` and ``init_stats.png`` into ``workdir`` atomically."""
-    from models import inspect
-    from recipes import io
-
     os.makedirs(workdir, exist_ok=True)
     io.write_json(os.path.join(workdir, "results.json"), results)
     inspect.plot_activation_stats(
@@ -138,7 +137,6 @@ def main(argv: list[str]) -> None:
     """Runs the experiment with the flags' settings and prints the summary table."""
     from absl import flags
 
-    from recipes import cli
 
     f = flags.FLAGS
     if len(argv) > 1:
@@ -169,7 +167,6 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from absl import app
 
-    from recipes import cli
 
     _define_flags()
     app.run(main, argv=sys.argv, flags_parser=cli.parse_flags)

@@ -1,7 +1,8 @@
-"""Small single-purpose Keras callbacks that write their measurements into ``logs``.
+"""Optimizer-side callbacks: the learning rate used, and hyperparameters changed over a run.
 
-Sections: learning rate (``LearningRateLogger``), optimizer hyperparameters over the run
-(``MomentumSchedule``, ``SwitchOptimizer``); training monitors come below them.
+Sections: learning rate (``LearningRateLogger``, with :func:`learning_rate_used`), optimizer
+hyperparameters over the run (``MomentumSchedule``, ``SwitchOptimizer``). The monitors
+(``recipes.callbacks.monitors``) read the learning rate through the public helpers here.
 
 Keras quirk behind the last two: an optimizer's momentum (``SGD.momentum``,
 ``Adam.beta_1``) is a Python float, read when ``fit``'s train step is traced into a
@@ -14,26 +15,25 @@ every step, so a callback may swap it between epochs). Each rebuild costs one re
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
-import os
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
-from recipes import io, optimizers
+from recipes import optimizers
 
-__all__ = ["LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "learning_rate_used"]
+__all__ = ["LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "inner_optimizer",
+           "learning_rate_schedule", "learning_rate_used"]
 
 
-def _inner(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     """The optimizer doing the updates (the one a mixed-precision LossScaleOptimizer wraps)."""
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-def _build(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = None) -> None:
+def _build_optimizer(model: keras.Model,
+                     optimizer: keras.optimizers.Optimizer | None = None) -> None:
     """Builds ``optimizer`` (default: the model's) on the model's weights if not built yet.
 
     Without a distribution strategy Keras builds the optimizer only when the first train
@@ -53,6 +53,15 @@ def _build(model: keras.Model, optimizer: keras.optimizers.Optimizer | None = No
 
 # -- learning rate -------------------------------------------------------------------------
 
+def learning_rate_schedule(optimizer: keras.optimizers.Optimizer
+                           ) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """The optimizer's learning-rate schedule, or None when its rate is a float."""
+    schedule = getattr(inner_optimizer(optimizer), "_learning_rate", None)  # Keras keeps it here
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    return None
+
+
 def learning_rate_used(optimizer: keras.optimizers.Optimizer) -> float:
     """Returns the learning rate of the optimizer's last step (its first, before training).
 
@@ -60,9 +69,9 @@ def learning_rate_used(optimizer: keras.optimizers.Optimizer) -> float:
     ``schedule(iterations)`` and then increments ``iterations``); a float learning rate is
     the value of the optimizer's variable.
     """
-    opt = _inner(optimizer)
-    schedule = getattr(opt, "_learning_rate", None)  # Keras keeps the schedule object here
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+    opt = inner_optimizer(optimizer)
+    schedule = learning_rate_schedule(opt)
+    if schedule is not None:
         step = max(int(ops.convert_to_numpy(opt.iterations)) - 1, 0)
         return float(ops.convert_to_numpy(schedule(ops.convert_to_tensor(step, "int64"))))
     return float(ops.convert_to_numpy(opt.learning_rate))
@@ -117,8 +126,9 @@ class MomentumSchedule(keras.callbacks.Callback):
         return self.start + (self.end - self.start) * min(epoch / self.epochs, 1.0)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        _build(self.model)  # SGD makes its velocity slots at build time only if momentum > 0
-        opt = _inner(self.model.optimizer)
+        # SGD makes its velocity slots at build time only if momentum > 0.
+        _build_optimizer(self.model)
+        opt = inner_optimizer(self.model.optimizer)
         if hasattr(opt, "beta_1"):
             self._attr = "beta_1"
         elif hasattr(opt, "momentum"):
@@ -136,14 +146,14 @@ class MomentumSchedule(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if epoch > self.epochs:  # the ramp is over: leave the optimizer (maybe switched) alone
             return
-        opt = _inner(self.model.optimizer)
+        opt = inner_optimizer(self.model.optimizer)
         m = self.value(epoch)
         if float(getattr(opt, self._attr)) != m:
             setattr(opt, self._attr, m)
             self.model.make_train_function(force=True)  # retrace: the new value is a constant
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        opt = _inner(self.model.optimizer)
+        opt = inner_optimizer(self.model.optimizer)
         attr = "beta_1" if hasattr(opt, "beta_1") else "momentum"  # a SwitchOptimizer may
         if logs is not None and hasattr(opt, attr):  # have replaced the optimizer meanwhile
             logs["momentum"] = float(getattr(opt, attr))
@@ -193,7 +203,7 @@ class SwitchOptimizer(keras.callbacks.Callback):
         new = optimizers.get(self.to_cfg, learning_rate=self.learning_rate)
         if isinstance(old, keras.optimizers.LossScaleOptimizer):
             new = keras.optimizers.LossScaleOptimizer(new)
-        _build(self.model, new)
+        _build_optimizer(self.model, new)
         if self.keep_iterations:
             new.iterations.assign(old.iterations)
         self.model.optimizer = new
@@ -202,62 +212,3 @@ class SwitchOptimizer(keras.callbacks.Callback):
             compile_config.config["optimizer"] = new
         self.model.make_train_function(force=True)  # the traced step holds the old optimizer
         self._new, self._switched = new, True
-
-
-# --- checkpoints -------------------------------------------------------------------------
-
-
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Keeps the best model by a validation metric in ``path``, written atomically.
-
-    CS231n "Neural Networks 3": keep the checkpoint with the best validation performance.
-    Keras's ``ModelCheckpoint(save_best_only=True)`` writes the file in place (a kill can
-    leave half a file) and forgets the best value when a run resumes; this one replaces
-    the file through a rename and reads the best value so far from ``history.csv``.
-
-    Args:
-        path: the ``.keras`` file.
-        monitor: a metric in the epoch logs, e.g. ``"val_accuracy"`` or ``"val_loss"``.
-        history_path: the run's ``history.csv``, to recover the best value after a resume.
-    """
-
-    def __init__(self, path: str, monitor: str = "val_accuracy", history_path: str = ""):
-        super().__init__()
-        self.path, self.monitor, self.history_path = path, monitor, history_path
-        self.mode_max = "loss" not in monitor
-        self.best = -math.inf if self.mode_max else math.inf
-        self.best_epoch = 0
-
-    def _better(self, value: float) -> bool:
-        return value > self.best if self.mode_max else value < self.best
-
-    def on_train_begin(self, logs=None):
-        if self.history_path and os.path.exists(self.history_path):
-            for row in io.read_csv(self.history_path):
-                value = row.get(self.monitor, "")
-                if value not in ("", None) and self._better(float(value)):
-                    self.best, self.best_epoch = float(value), int(row["epoch"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)) or not self._better(float(value)):
-            return
-        self.best, self.best_epoch = float(value), epoch + 1
-        params = sum(int(np.prod(v.shape)) for v in self.model.weights)
-        io.write_with(self.path, self.model.save, suffix=".keras", need=12 * params)
-
-
-# --- monitors (recipes/monitors.py), re-exported: DESIGN.md names them recipes.callbacks.* --
-
-from recipes.monitors import (  # noqa: E402
-    ActivationMonitor,
-    ExplosionGuard,
-    FirstLayerWeights,
-    UpdateRatioMonitor,
-)
-
-__all__ = [
-    "ActivationMonitor", "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights",
-    "LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "UpdateRatioMonitor",
-    "learning_rate_used",
-]

@@ -1,0 +1,51 @@
+"""Small single-purpose Keras callbacks (layer 3), and the one function that orders them.
+
+* ``recipes.callbacks.optimizer``: the learning rate used (``LearningRateLogger``) and
+  optimizer hyperparameters over a run (``MomentumSchedule``, ``SwitchOptimizer``).
+* ``recipes.callbacks.monitors``: the lecture's babysitting measurements (``ExplosionGuard``,
+  ``BatchLossRecorder``, ``UpdateRatioMonitor``, ``ActivationMonitor``,
+  ``FirstLayerWeights``), written into ``logs``.
+* ``recipes.callbacks.writers``: the artifact writers (``HistoryCSV``, ``RecordsWriter``,
+  ``AtomicBackupAndRestore``, ``BestModelCheckpoint``), every file written atomically.
+* :func:`build_callbacks` (``recipes.callbacks.build``): a run's callbacks from the config
+  tree, in the order the writers and a bit-for-bit resume need.
+
+The classes are re-exported here: ``recipes.callbacks.ExplosionGuard`` and so on.
+"""
+
+from recipes.callbacks.build import build_callbacks
+from recipes.callbacks.monitors import (
+    EXPLOSION_FACTOR,
+    ActivationMonitor,
+    BatchLossRecorder,
+    ExplosionGuard,
+    FirstLayerWeights,
+    UpdateRatioMonitor,
+    monitor_callbacks,
+)
+from recipes.callbacks.optimizer import (
+    LearningRateLogger,
+    MomentumSchedule,
+    SwitchOptimizer,
+    inner_optimizer,
+    learning_rate_schedule,
+    learning_rate_used,
+)
+from recipes.callbacks.writers import (
+    AtomicBackupAndRestore,
+    BestModelCheckpoint,
+    HistoryCSV,
+    RecordsWriter,
+    checkpoint_bytes,
+    first_loss,
+    save_monitor_records,
+)
+
+__all__ = [
+    "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "BatchLossRecorder",
+    "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "HistoryCSV",
+    "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SwitchOptimizer",
+    "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes", "first_loss",
+    "inner_optimizer", "learning_rate_schedule", "learning_rate_used", "monitor_callbacks",
+    "save_monitor_records",
+]

@@ -1,0 +1,276 @@
+"""Artifact writers: the callbacks that put a run's epochs on disk, each file atomically.
+
+``HistoryCSV`` (``history.csv``, one row per epoch), ``RecordsWriter`` (the monitors'
+per-layer records, ``update_ratios.json`` and ``activation_stats.json``),
+``AtomicBackupAndRestore`` (``backup/``, so a killed run resumes) and
+``BestModelCheckpoint`` (``best.keras``). They write what the callbacks before them put
+into ``logs``, so they come after those in the list; and the backup comes after the history
+and the records, so that once it says "epoch k done", epoch k's row and records are on disk
+(``recipes.callbacks.build_callbacks`` keeps that order).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recipes import io
+from recipes.callbacks import monitors
+
+__all__ = ["AtomicBackupAndRestore", "BestModelCheckpoint", "HistoryCSV", "RecordsWriter",
+           "checkpoint_bytes", "first_loss", "save_monitor_records", "write_records"]
+
+
+def checkpoint_bytes(model: keras.Model) -> int:
+    """About the size of ``model.keras`` for this model: weights and two optimizer slots."""
+    return 3 * 4 * sum(int(np.prod(v.shape)) for v in model.weights) + (64 << 10)
+
+
+def first_loss(history_path: str) -> float | None:
+    """The first epoch's loss of a run being resumed, as ExplosionGuard's reference.
+
+    Args:
+        history_path: the run's ``history.csv`` (written by :class:`HistoryCSV`).
+
+    Returns:
+        Its first row's ``loss``; None without the file, a row or a loss.
+    """
+    if not os.path.exists(history_path):
+        return None
+    rows = io.read_csv(history_path)
+    return float(rows[0]["loss"]) if rows and rows[0].get("loss") else None
+
+
+# -- history and records --------------------------------------------------------------------
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes ``history.csv`` atomically after every epoch, keeping rows across a resume.
+
+    Keras's ``CSVLogger`` appends line by line (a kill can leave half a line) and, on a
+    resumed run, cannot drop rows of epochs that are re-run; this rewrites the whole file
+    through a rename and keys rows by epoch.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = io.read_csv(self.path) if os.path.exists(self.path) else []
+        for n, row in enumerate(self.rows, start=2):  # line 1 is the header
+            if None in row or None in row.values() or not str(row.get("epoch", "")).isdigit():
+                raise ValueError(f"history {self.path} is corrupt or half-written (line {n}; "
+                                 "an older version appended to it in place); move it away "
+                                 "or use a new workdir")
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        io.write_csv(self.path, self.rows, columns)
+
+
+class RecordsWriter(keras.callbacks.Callback):
+    """Saves the monitors' records after every epoch, so a killed run keeps its epochs.
+
+    Args:
+        workdir: the run's directory (see :func:`save_monitor_records`).
+        cbs: the run's callback list itself, read at each epoch end (so it may still grow
+            after this writer is made).
+    """
+
+    def __init__(self, workdir: str, cbs: list[keras.callbacks.Callback]):
+        super().__init__()
+        self.workdir, self.cbs = workdir, cbs  # the run's callbacks (the same list)
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_monitor_records(self.cbs, self.workdir)
+
+
+def write_records(path: str, records: list[dict[str, Any]]) -> None:
+    """Writes a monitor's per-epoch records, keeping a resumed run's earlier epochs.
+
+    Args:
+        path: the JSON file (a list of records).
+        records: this ``fit``'s records, each with its 1-based ``epoch``; the file's records
+            of earlier epochs are kept, those of re-run epochs replaced.
+    """
+    first = min((r["epoch"] for r in records), default=None)
+    old = io.read_json(path, what="monitor records") if os.path.exists(path) else []
+    kept = [r for r in old if first is not None and r.get("epoch", first) < first]
+    io.write_json(path, kept + list(records) if first is not None else old)
+
+
+def save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> str | None:
+    """Writes the monitors' per-layer records for the report; returns a stop reason.
+
+    Args:
+        cbs: the run's callbacks; ``UpdateRatioMonitor`` records go to
+            ``workdir/update_ratios.json``, ``ActivationMonitor`` ones to
+            ``workdir/activation_stats.json``.
+        workdir: the run's directory.
+
+    Returns:
+        The reason of an ``ExplosionGuard`` that stopped the run, else None.
+    """
+    reason = None
+    for cb in cbs:
+        if isinstance(cb, monitors.UpdateRatioMonitor):
+            write_records(os.path.join(workdir, "update_ratios.json"), cb.records)
+        elif isinstance(cb, monitors.ActivationMonitor):
+            write_records(os.path.join(workdir, "activation_stats.json"), cb.records)
+        elif isinstance(cb, monitors.ExplosionGuard) and cb.stopped:
+            reason = cb.reason
+    return reason
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup a SIGKILL cannot corrupt, and that keeps workers in step.
+
+    Keras writes ``latest.weights.h5`` in place and then the epoch in a second file: a kill
+    mid-write leaves an unreadable HDF5 file (every rerun then crashes), and a kill between
+    the two leaves weights and epoch out of step. Here each epoch's weights go atomically to
+    their own file, then ``training_metadata.json`` (atomically) names it and the epoch
+    before; weights older than those two are deleted only after that.
+
+    Under ``MultiWorkerMirroredStrategy`` each worker backs up into its own directory, and a
+    kill can land after one worker has saved epoch k and before another has: restarted as
+    they are, they would run different epochs and break each other's collectives. On
+    restore the workers gather their latest epochs and all resume from the oldest (one
+    worker can be at most one epoch ahead, since every step is a collective).
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch{self._current_epoch:05d}.weights.h5"
+        path = os.path.join(self.backup_dir, name)
+        io.write_with(path, lambda tmp: self.model.save_weights(tmp, overwrite=True),
+                      suffix=".weights.h5", need=checkpoint_bytes(self.model) // 3 + (64 << 10))
+        old = self._metadata()
+        if not old:
+            previous = None
+        elif old["weights"] == name:  # epoch re-run after a restore from the one before
+            previous = old.get("previous")
+        else:
+            previous = {"epoch": old["epoch"], "weights": old["weights"]}
+        io.write_json(self._training_metadata_path, {"epoch": self._current_epoch,
+                                                     "batch": self._last_batch_seen,
+                                                     "weights": name, "previous": previous})
+        keep = {name, previous["weights"] if previous else name}
+        for f in os.listdir(self.backup_dir):
+            if f.endswith(".weights.h5") and f not in keep and not f.startswith("."):
+                os.remove(os.path.join(self.backup_dir, f))
+
+    def _metadata(self) -> dict[str, Any] | None:
+        if not os.path.exists(self._training_metadata_path):
+            return None
+        meta = io.read_json(self._training_metadata_path, what="backup")
+        if "weights" not in meta:
+            raise ValueError(f"{self.backup_dir} is an older backup format; move it away "
+                             "(training restarts from epoch 1)")
+        return meta
+
+    def _load_model(self):
+        meta = self._metadata()
+        saved = {0: None}  # epoch -> weights file; epoch 0 is the initial weights
+        if meta:
+            saved[meta["epoch"]] = meta["weights"]
+            if meta.get("previous"):
+                saved[meta["previous"]["epoch"]] = meta["previous"]["weights"]
+        epoch = max(saved)
+        strategy = self.model.distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            epoch = _oldest_epoch_of_all_workers(strategy, epoch)
+            if epoch not in saved:
+                raise ValueError(f"{self.backup_dir} holds epochs {sorted(saved)}, but another "
+                                 f"worker's backup is at epoch {epoch}; move every worker's "
+                                 "backup directory away (training restarts from epoch 1)")
+            saved = {e: w for e, w in saved.items() if e <= epoch}
+        if saved[epoch] is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model._initial_epoch = self._load_newest_readable(saved)
+
+    def _load_newest_readable(self, saved: dict[int, str | None]) -> int:
+        """Loads the newest backup that reads back; an unreadable newest falls back once.
+
+        Returns:
+            The epoch loaded.
+
+        Raises:
+            ValueError: every kept backup is unreadable, naming the files and the fix.
+        """
+        errors = []
+        for epoch in sorted((e for e in saved if saved[e]), reverse=True):
+            path = os.path.join(self.backup_dir, saved[epoch])
+            try:
+                self.model.load_weights(path)
+            except Exception as e:  # noqa: BLE001 - h5py/Keras raise many types on damage
+                errors.append(f"{path} ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
+                continue
+            if errors:
+                print(f"warning: the newest backup is unreadable: {errors[0]}; resuming from "
+                      f"epoch {epoch} instead", file=sys.stderr, flush=True)
+            return epoch
+        raise ValueError(f"every backup in {self.backup_dir} is unreadable: "
+                         f"{'; '.join(errors)}; move {self.backup_dir} away to restart "
+                         "training from epoch 1")
+
+
+def _oldest_epoch_of_all_workers(strategy: tf.distribute.Strategy, epoch: int) -> int:
+    """The smallest of every worker's ``epoch`` (a collective: all workers must call it)."""
+    mine = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant([epoch], tf.int64))
+    return int(tf.reduce_min(strategy.gather(mine, axis=0)).numpy())
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Keeps the best model by a validation metric in ``path``, written atomically.
+
+    CS231n "Neural Networks 3": keep the checkpoint with the best validation performance.
+    Keras's ``ModelCheckpoint(save_best_only=True)`` writes the file in place (a kill can
+    leave half a file) and forgets the best value when a run resumes; this one replaces
+    the file through a rename and reads the best value so far from ``history.csv``.
+
+    Args:
+        path: the ``.keras`` file.
+        monitor: a metric in the epoch logs, e.g. ``"val_accuracy"`` or ``"val_loss"``.
+        history_path: the run's ``history.csv``, to recover the best value after a resume.
+    """
+
+    def __init__(self, path: str, monitor: str = "val_accuracy", history_path: str = ""):
+        super().__init__()
+        self.path, self.monitor, self.history_path = path, monitor, history_path
+        self.mode_max = "loss" not in monitor
+        self.best = -math.inf if self.mode_max else math.inf
+        self.best_epoch = 0
+
+    def _better(self, value: float) -> bool:
+        return value > self.best if self.mode_max else value < self.best
+
+    def on_train_begin(self, logs=None):
+        if self.history_path and os.path.exists(self.history_path):
+            for row in io.read_csv(self.history_path):
+                value = row.get(self.monitor, "")
+                if value not in ("", None) and self._better(float(value)):
+                    self.best, self.best_epoch = float(value), int(row["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or not self._better(float(value)):
+            return
+        self.best, self.best_epoch = float(value), epoch + 1
+        io.write_with(self.path, self.model.save, suffix=".keras",
+                      need=checkpoint_bytes(self.model))

@@ -1,0 +1,297 @@
+"""KerasTuner plumbing: hooked oracles and tuners, atomic state, distribution, state checks.
+
+``keras_tuner.RandomSearch`` / ``GridSearch`` as the search runs them:
+
+* the oracle calls ``on_end(oracle, trial)`` after every ended trial (on a distributed
+  search's chief, the only place that sees every trial end), and writes its state
+  atomically, so a SIGKILL at any moment resumes (tests/test_kill_resume.py);
+* the tuner declares the space without building a model, records why a trial exploded and
+  clears Keras' session after each trial;
+* :func:`resolve_role` and :func:`environment` set KerasTuner's chief/worker variables;
+* :func:`check_state` names a corrupt state file instead of KerasTuner's bare
+  ``JSONDecodeError``; :class:`QuietStdout` drops KerasTuner's "Reloading ..." chatter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import keras
+import keras_tuner as kt
+
+from recipes import io
+
+__all__ = ["ROLES", "make_oracle", "make_tuner", "check_state", "resolve_role", "environment",
+           "QuietStdout", "quiet_stdout"]
+
+ROLES = ("none", "chief", "worker")
+_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+# -- oracles -----------------------------------------------------------------------------------
+
+class _Hooked:
+    """An oracle that calls ``on_end(oracle, trial)`` after every ended trial.
+
+    On the chief of a distributed search the oracle is the only place that sees every
+    trial end (its tuner blocks in the gRPC server), so the results are written here.
+
+    Its state files are written atomically: KerasTuner writes ``oracle.json`` and each
+    ``trial.json`` in place, and a SIGKILL mid-write leaves an empty file that no rerun can
+    reload (found by tests/test_kill_resume.py).
+    """
+
+    on_end = None
+
+    def save(self):
+        io.write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        io.write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                      trial.get_state())
+
+    def reload(self):
+        # KerasTuner retries the trials its saved state lists as ongoing. A stop between
+        # ``create_trial``'s two saves (the trial's file, then the oracle's) leaves a trial
+        # RUNNING on disk but in no list: retry it too, or it is lost.
+        super().reload()
+        for trial_id, trial in self.trials.items():
+            if trial.status == kt.engine.trial.TrialStatus.RUNNING and \
+                    trial_id not in self._retry_queue:
+                self._retry_queue.append(trial_id)
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        # KerasTuner saves its state *before* it drops the trial from ``ongoing_trials``, so a
+        # process stopped here would re-run this finished trial on resume; save again.
+        self.save()
+        if self.on_end is not None:
+            self.on_end(self, trial)
+
+
+class _RandomOracle(_Hooked, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class _GridOracle(_Hooked, kt.oracles.GridSearchOracle):
+    pass
+
+
+def make_oracle(strategy: str, *, max_trials: int, seed: int,
+                on_end: Callable[[kt.Oracle, Any], None] | None = None) -> kt.Oracle:
+    """The hooked ``RandomSearchOracle`` (``random``) or ``GridSearchOracle`` (``grid``).
+
+    Args:
+        strategy: ``random`` or ``grid``.
+        max_trials: the stage's trials.
+        seed: the sampling seed.
+        on_end: called as ``on_end(oracle, trial)`` after every ended trial, with the
+            oracle's state already saved.
+    """
+    cls = _GridOracle if strategy == "grid" else _RandomOracle
+    oracle = cls(objective=kt.Objective("val_accuracy", "max"), max_trials=max_trials,
+                 seed=seed)
+    oracle.on_end = on_end
+    return oracle
+
+
+# -- tuners ------------------------------------------------------------------------------------
+
+class _TunerMixin:
+    """Declares the space without building a model, records explosions, frees memory.
+
+    Like the oracle's, the tuner's state file (``tuner0.json``) is written atomically.
+    """
+
+    on_worker_trial = None
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        io.write_json(self._get_tuner_fname(), self.get_state())
+
+    def _populate_initial_space(self):
+        # KerasTuner builds the model once to discover the space; ours is declared upfront.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def run_trial(self, trial, *args, **kwargs):
+        out = super().run_trial(trial, *args, **kwargs)
+        last = self.hypermodel.last
+        trial.message = last.reason if last is not None and last.exploded else None
+        return out
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        keras.backend.clear_session()  # memory stays flat (KerasTuner clears only on build)
+        if self._is_worker() and self.on_worker_trial is not None:
+            self.on_worker_trial(self, trial)
+
+
+class _RandomTuner(_TunerMixin, kt.RandomSearch):
+    """``keras_tuner.RandomSearch`` with the hooked ``RandomSearchOracle``."""
+
+    def __init__(self, hypermodel, *, oracle, **kwargs):
+        kt.Tuner.__init__(self, oracle, hypermodel, **kwargs)
+
+
+class _GridTuner(_TunerMixin, kt.GridSearch):
+    """``keras_tuner.GridSearch`` with the hooked ``GridSearchOracle``."""
+
+    def __init__(self, hypermodel, *, oracle, **kwargs):
+        kt.Tuner.__init__(self, oracle, hypermodel, **kwargs)
+
+
+def make_tuner(strategy: str, hypermodel: kt.HyperModel, *, oracle: kt.Oracle,
+               directory: str, project_name: str,
+               on_worker_trial: Callable[[kt.Tuner, Any], None] | None = None) -> kt.Tuner:
+    """The tuner of ``strategy`` over ``oracle``, resuming the project's state if any.
+
+    Args:
+        strategy: ``random`` or ``grid``.
+        hypermodel: a ``tuning.hypermodel.ConfigHyperModel``.
+        oracle: from :func:`make_oracle`.
+        directory: KerasTuner's directory (``WORKDIR/kt``).
+        project_name: the stage's project (``stage1``, ...).
+        on_worker_trial: on a distributed worker, called as ``on_worker_trial(tuner,
+            trial)`` after each of its trials (the chief's oracle sees the others).
+    """
+    cls = _GridTuner if strategy == "grid" else _RandomTuner
+    tuner = cls(hypermodel, oracle=oracle, directory=directory, project_name=project_name,
+                overwrite=False)
+    tuner.on_worker_trial = on_worker_trial
+    return tuner
+
+
+def check_state(project_dir: str, index: int) -> None:
+    """Names a corrupt KerasTuner state file (e.g. half-written by an older version).
+
+    KerasTuner would fail with a bare ``JSONDecodeError``; this says which file and the fix.
+
+    Args:
+        project_dir: a stage's KerasTuner project (``WORKDIR/kt/stageN``); may be absent.
+        index: the stage's number, for the message.
+
+    Raises:
+        ValueError: naming the file, and the directory to move away.
+    """
+    if not os.path.isdir(project_dir):
+        return
+    for base, _, files in os.walk(project_dir):
+        for name in sorted(files):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            path = os.path.join(base, name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"KerasTuner state {path} is corrupt or half-written ({e}); "
+                                 f"move {project_dir} away to rerun stage {index}, or use a "
+                                 "new workdir") from e
+
+
+# -- distribution ------------------------------------------------------------------------------
+
+def resolve_role(role: str | None, oracle: str | None, tuner_id: str | None
+                 ) -> tuple[str, str | None, int | None, str | None]:
+    """Resolves role/oracle/tuner id from the arguments or KerasTuner's env variables.
+
+    Returns:
+        ``(role, host, port, tuner_id)``; role ``none`` has no host, port or id.
+
+    Raises:
+        ValueError: a bad role, a missing or malformed ``HOST:PORT``, a worker id with
+            ``chief`` in it.
+    """
+    env_ip = os.environ.get("KERASTUNER_ORACLE_IP")
+    env_id = os.environ.get("KERASTUNER_TUNER_ID")
+    if role in (None, "", "none") and not oracle and env_ip:
+        role = "chief" if env_id and "chief" in env_id else "worker"
+        oracle = f"{env_ip}:{os.environ.get('KERASTUNER_ORACLE_PORT', '')}"
+        tuner_id = tuner_id or env_id
+    role = role or "none"
+    if role not in ROLES:
+        raise ValueError(f"--role={role!r}: use chief, worker or none")
+    if role == "none":
+        if oracle:
+            raise ValueError("--oracle needs --role=chief or --role=worker")
+        return role, None, None, None
+    if not oracle:
+        raise ValueError(f"--role={role} needs --oracle=HOST:PORT (the chief's address)")
+    host, _, port = oracle.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--oracle={oracle!r}: expected HOST:PORT, e.g. 10.0.0.1:8000")
+    if role == "chief":
+        tuner_id = "chief"
+    else:
+        tuner_id = tuner_id or env_id or f"worker-{socket.gethostname()}-{os.getpid()}"
+        if "chief" in tuner_id:
+            raise ValueError(f"--tuner_id={tuner_id!r}: a worker's id must not contain "
+                             "'chief' (KerasTuner treats such a tuner as the chief)")
+    return role, host, int(port), tuner_id
+
+
+@contextlib.contextmanager
+def environment(role: str, host: str | None, port: int | None, tuner_id: str | None
+                ) -> Iterator[None]:
+    """KerasTuner's ``KERASTUNER_*`` variables for one stage, restored afterwards.
+
+    A chief or worker gets its id and the stage's oracle address; a local search (role
+    ``none``) runs with the variables unset, whatever the caller's environment holds.
+    """
+    values: dict[str, str | None] = dict.fromkeys(_ENV)
+    if role != "none":
+        values = {"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": host,
+                  "KERASTUNER_ORACLE_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        _set_env(values)
+        yield
+    finally:
+        _set_env(saved)
+
+
+def _set_env(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+# -- output ------------------------------------------------------------------------------------
+
+class QuietStdout:
+    """Stdout without KerasTuner's chatter ("Reloading Tuner from ...", its oracle display)."""
+
+    _DROP = ("Reloading Tuner from", "Reloading Oracle from")
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        dropped, self._dropped = self._dropped, text.startswith(self._DROP)
+        if self._dropped or (dropped and text == "\n"):
+            return len(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def quiet_stdout() -> contextlib.AbstractContextManager:
+    """Redirects ``sys.stdout`` through :class:`QuietStdout` for the ``with`` block."""
+    return contextlib.redirect_stdout(QuietStdout(sys.stdout))
