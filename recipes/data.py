@@ -470,7 +470,13 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
-def _unpickle(path: Path) -> dict:
+def restricted_unpickle(path: Path) -> dict:
+    """Reads a CIFAR python pickle with an unpickler that builds only arrays and containers.
+
+    Raises:
+        ValueError: a malformed file, one naming any other class (code would run), or one
+            that does not hold a dict.
+    """
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
@@ -498,7 +504,7 @@ def _cifar_bin(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cifar_py(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    d, key = _unpickle(path), b"fine_labels" if name == "cifar100" else b"labels"
+    d, key = restricted_unpickle(path), b"fine_labels" if name == "cifar100" else b"labels"
     data = d.get(b"data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,):
         raise ValueError(f"{path}: b'data' is not a uint8 (N, 3072) array; re-extract the archive")
@@ -514,7 +520,7 @@ def _cifar_names(meta: Path, num_classes: int) -> tuple[str, ...]:
     if meta.suffix == ".txt":
         names = [line.strip() for line in meta.read_text().splitlines() if line.strip()]
     else:
-        d = _unpickle(meta)
+        d = restricted_unpickle(meta)
         names = d.get(b"fine_label_names" if num_classes == 100 else b"label_names", [])
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     if len(names) != num_classes:

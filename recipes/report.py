@@ -517,7 +517,7 @@ def write(workdir: str, context: Mapping[str, Any]) -> dict[str, str]:
     return {"md": md_path, "html": html_path, **written}
 
 
-def _chromium() -> str | None:
+def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -531,7 +531,7 @@ def render_screenshot(html_path: str, png_path: str, *, timeout: float = 60) -> 
         True when a non-empty PNG was written; False when Chromium is absent, fails or
         times out (never raises for those).
     """
-    exe = _chromium()
+    exe = find_chromium()
     if exe is None:
         return False
     url = "file://" + os.path.abspath(html_path)

@@ -281,7 +281,7 @@ def test_restricted_unpickler_refuses_code(tmp_path, kind):
 def test_restricted_unpickler_refuses_non_dict(tmp_path):
     (tmp_path / "meta").write_bytes(pickle.dumps([1, 2], 2))
     with pytest.raises(ValueError, match="not a dict"):
-        data._unpickle(tmp_path / "meta")
+        data.restricted_unpickle(tmp_path / "meta")
 
 
 # ---------------------------------------------------------------- tensorflow_datasets

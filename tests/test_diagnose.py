@@ -120,11 +120,17 @@ def test_one_epoch_at_chance_is_not_training_and_order_is_by_severity():
 
 
 def test_search_edge_uses_log_units_and_the_middle_is_fine():
-    spec = {"best": 1e-4, "lo": 1e-6, "hi": 1e-2, "log": True}
-    assert dg._check_best_at_search_edge("lr", spec) is None  # linearly near 0, log-middle
-    high = dg._check_best_at_search_edge("reg", {"best": 0.95, "lo": 0, "hi": 1})
+    history, _ = _healthy()
+
+    def edge_findings(search):
+        findings = diagnose(history, {"num_classes": 10, "search": search})
+        return [f for f in findings if f.code == "best_at_search_edge"]
+
+    # linearly near 0, but the middle in log units
+    assert edge_findings({"lr": {"best": 1e-4, "lo": 1e-6, "hi": 1e-2, "log": True}}) == []
+    (high,) = edge_findings({"reg": {"best": 0.95, "lo": 0, "hi": 1}})
     assert high.data["position"] > 0.9 and "high edge" in high.evidence
-    assert dg._check_best_at_search_edge("bad", {"best": 1}) is None
+    assert edge_findings({"bad": {"best": 1}}) == []
 
 
 def test_accepts_history_objects_and_csv_rows():

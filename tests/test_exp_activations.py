@@ -86,7 +86,7 @@ def test_dead_units_are_measured_for_relu_and_maxout():
         dense = model.get_layer(layer)
         kernel, bias = dense.get_weights()
         dense.set_weights([kernel * 0.0, bias * 0.0 - 1.0])  # every unit of layer 1 at -1
-        stats = activations._unit_stats(model, x, act)
+        stats = activations.unit_stats(model, x, act)
         assert stats["layers"][0]["dead"] == 1.0
         assert stats["dead"] >= 0.5  # unit-weighted: 8 of the 16 units at least
         assert stats["probe_examples"] == 64

@@ -160,7 +160,7 @@ def test_overrides_formats_cli_values():
 
 
 def test_render_screenshot(full, tmp_path):
-    if report._chromium() is None:
+    if report.find_chromium() is None:
         pytest.skip("chromium / chromium-browser not on PATH (apt-get install chromium)")
     paths, _, _ = full
     png = os.environ.get("BABYSIT_SCREENSHOT") or str(tmp_path / "report.png")

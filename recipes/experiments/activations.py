@@ -95,7 +95,7 @@ def run_experiment(workdir: str, *, quick: bool = False, epochs: int | None = No
             splits.val.x[:PROBE])
         model = keras.saving.load_model(os.path.join(workdir, act, "model.keras"))
         variants[act] = {"activation": act, "init": c.model.init, **common.variant_record(run),
-                         **_unit_stats(model, probe, act)}
+                         **unit_stats(model, probe, act)}
         keras.backend.clear_session(free_memory=False)
 
     # The target: the loss the ReLU run has after a third of the epochs.
@@ -119,7 +119,7 @@ def run_experiment(workdir: str, *, quick: bool = False, epochs: int | None = No
     return common.finish(workdir, json.loads(json.dumps(results)))
 
 
-def _unit_stats(model: keras.Model, probe: np.ndarray, act: str) -> dict[str, Any]:
+def unit_stats(model: keras.Model, probe: np.ndarray, act: str) -> dict[str, Any]:
     """Dead and saturated fractions of the hidden units on the probe batch, per layer.
 
     Dead: never positive on any probe image (``inspect``'s rule for the ReLU family). Maxout
