@@ -104,6 +104,7 @@ def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
                                          splits)
     wd.check_space(workdir, train.checkpoint_bytes(prepared.model) + (1 << 20))
     with wd.locked(workdir):
+        wd.recover(workdir)  # what a replacement killed mid-swap left behind
         _check_workdir(workdir, cfg, todo, overwrite)  # it may have changed meanwhile
         state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
                        model=prepared.model, shown=workdir, request=request)

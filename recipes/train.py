@@ -78,6 +78,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     wd.check_space(workdir, checkpoint_bytes(p.model) + _SPACE_MARGIN, "a checkpoint")
     _callbacks(p, workdir, os.path.join(workdir, "history.csv"), extra_callbacks or [])
     with wd.locked(workdir):
+        wd.recover(workdir)  # what a replacement killed mid-swap left behind
         check_workdir(workdir, cfg, overwrite=overwrite)  # it may have changed meanwhile
         if overwrite and wd.holds_files(workdir) and not holds_run(workdir, cfg):
             can_continue = lambda d: holds_run(d, cfg, finished_too=True)  # noqa: E731

@@ -6,6 +6,7 @@ digits runs; process cases run the real commands (exit status 2, one stderr line
 
 import errno
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -218,6 +219,17 @@ def test_recover_finishes_a_swap_killed_halfway(tmp_path):
     assert siblings(workdir) == []
 
 
+def test_any_run_tidies_up_a_swap_killed_halfway(tmp_path):
+    workdir, cfg, _ = interrupted(tmp_path)
+    stage = pathlib.Path(wd.staging_path(str(workdir)))
+    stage.mkdir()  # an old run swapped out and not yet deleted: no mark
+    (stage / "summary.json").write_text("{}")
+    (workdir / wd.STAGED_MARK).write_text("")
+    assert train.run(cfg, str(workdir))["epochs"] == 4  # resumes, and tidies up first
+    assert siblings(workdir) == []
+    assert not (workdir / wd.STAGED_MARK).exists()
+
+
 def test_recover_after_the_two_rename_fallback_was_killed(tmp_path):
     workdir, stage = tmp_path / "w", tmp_path / ".w.overwrite"
     stage.mkdir()
@@ -259,7 +271,8 @@ def test_babysit_overwrite_replaces_only_when_done(finished, tmp_path):
     result = babysit.run(quick(), str(workdir), steps="sanity,report", overwrite=True,
                          echo=lines.append)
     assert result["finished"] and len(result["steps"]) == 4
-    assert lines[-1].endswith(f"{workdir}/report.html")  # the user's path, not the stage's
+    assert f" {workdir}/report.html" in lines[-1]  # the user's path, not the stage's
+    assert ".overwrite" not in lines[-1]
     assert snapshot(workdir).keys() == before.keys()
     assert siblings(workdir) == []
 
