@@ -100,17 +100,14 @@ def holds_run(directory: str, cfg: ml_collections.ConfigDict, *, finished_too: b
     it was written is not a difference); ``ignored`` ``(branch, field)`` pairs and
     ``train.verbose`` are left out of the comparison.
     """
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.exists(config_path):
-        return False
-    if os.path.exists(os.path.join(directory, "summary.json")) and not finished_too:
-        return False
-    try:
-        old = configs.complete(io.read_json(config_path, what="config")).to_dict()
-    except ValueError:
-        return False
     ignored = _RESUME_IGNORED + tuple(ignored)
-    return _comparable(old, ignored) == _comparable(cfg.to_dict(), ignored)
+
+    def same(old: Any) -> bool:
+        old = configs.complete(old).to_dict()  # raises ValueError for a tree it cannot take
+        return _comparable(old, ignored) == _comparable(cfg.to_dict(), ignored)
+
+    return wd.holds_run(directory, "config.json", "summary.json", same,
+                        finished_too=finished_too)
 
 
 def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: str

@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from recipes import io
 
@@ -176,6 +177,31 @@ def staging_path(workdir: str) -> str:
     """Where ``--overwrite`` builds the replacement: ``PARENT/.NAME.overwrite``."""
     parent, name = os.path.split(os.path.abspath(workdir))
     return os.path.join(parent, f".{name}.overwrite")
+
+
+def holds_run(directory: str, record: str, done: str, matches: Callable[[Any], bool], *,
+              finished_too: bool = False) -> bool:
+    """Whether ``directory`` holds a given run: its ``record`` JSON passes ``matches``.
+
+    Args:
+        directory: where to look.
+        record: the JSON file that describes the run (``config.json``, ``search.json``).
+        done: the file a finished run has (``summary.json``, ``result.json``).
+        matches: takes the record's contents; True for the run asked about.
+        finished_too: a finished run counts too (by default only an unfinished one does).
+
+    Returns:
+        False also when the record is unreadable (it describes no run we can continue).
+    """
+    path = os.path.join(directory, record)
+    if not os.path.exists(path):
+        return False
+    if os.path.exists(os.path.join(directory, done)) and not finished_too:
+        return False
+    try:
+        return bool(matches(io.read_json(path, what=record)))
+    except ValueError:
+        return False
 
 
 def holds_files(workdir: str) -> bool:

@@ -16,32 +16,17 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import quick as _quick
+from helpers import snapshot
 
 from recipes import configs, data, io, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def quick(**overrides):
-    cfg = configs.get("digits_mlp:quick")
-    cfg.train.epochs = 1
-    cfg.train.verbose = 0
-    cfg.monitor.tensorboard = False
-    for path, value in overrides.items():
-        branch, field = path.split(".")
-        cfg[branch][field] = value
-    return cfg
+    return _quick(epochs=1, **overrides)
 
 
-def snapshot(directory):
-    """{relative path: bytes} of every file under ``directory`` (empty if it is missing)."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = f.read()
-    return out
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def digits_splits(x=None, y=None, *, split="train"):

@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+from helpers import snapshot
 
 from recipes import io
 from recipes import workdir as wd
@@ -133,18 +134,6 @@ def test_train_survives_random_sigkills_bit_for_bit(reference, tmp_path):
     # A kill loses at most the epoch it interrupted.
     assert EPOCHS <= epochs_run <= EPOCHS + kills, (epochs_run, kills, moments, per_attempt)
     _assert_same_result(workdir, reference_dir)
-
-
-def snapshot(directory):
-    """{relative path: bytes} of every file under ``directory`` but the lock file."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(base, name)
-            if os.path.relpath(path, directory) != wd.LOCK_NAME:
-                with open(path, "rb") as f:
-                    out[os.path.relpath(path, directory)] = f.read()
-    return out
 
 
 @pytest.mark.slow  # 8 killed starts of the command and a finishing one: ~1 min on 2 cores

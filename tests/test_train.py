@@ -6,21 +6,12 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import quick
 
 from recipes import configs, data, io, pipeline, prepare, preprocessing, train
 
 ARTIFACTS = ("config.json", "history.csv", "summary.json", "model.keras",
              "preprocessing.json", "preprocessing.npz")
-
-
-def quick(**overrides):
-    cfg = configs.get("digits_mlp:quick")
-    cfg.train.verbose = 0
-    cfg.monitor.tensorboard = False
-    for path, value in overrides.items():
-        branch, field = path.split(".")
-        cfg[branch][field] = value
-    return cfg
 
 
 @pytest.fixture(scope="module")

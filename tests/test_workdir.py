@@ -15,34 +15,18 @@ import time
 
 import keras
 import pytest
+from helpers import quick as _quick
+from helpers import snapshot
 
-from recipes import babysit, configs, io, train
+from recipes import babysit, io, train
 from recipes import workdir as wd
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quick(**overrides):
-    cfg = configs.get("digits_mlp:quick")
-    cfg.train.epochs = 1
-    cfg.train.verbose = 0
-    cfg.monitor.tensorboard = False
-    for path, value in overrides.items():
-        branch, field = path.split(".")
-        cfg[branch][field] = value
-    return cfg
+    return _quick(epochs=1, **overrides)
 
 
-def snapshot(directory):
-    """{relative path: bytes} of every file under ``directory`` but the lock file."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(base, name)
-            if os.path.relpath(path, directory) != wd.LOCK_NAME:
-                with open(path, "rb") as f:
-                    out[os.path.relpath(path, directory)] = f.read()
-    return out
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def siblings(workdir):

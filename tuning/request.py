@@ -66,15 +66,8 @@ def check(workdir: str, request: dict[str, Any], overwrite: bool) -> None:
 
 def continues(directory: str, request: dict[str, Any], finished_too: bool = False) -> bool:
     """Whether ``directory`` holds this very search, unfinished (or finished too)."""
-    path = os.path.join(directory, "search.json")
-    if not os.path.exists(path):
-        return False
-    if os.path.exists(os.path.join(directory, "result.json")) and not finished_too:
-        return False
-    try:
-        return not differences(io.read_json(path, what="search request"), request)
-    except ValueError:
-        return False
+    return wd.holds_run(directory, "search.json", "result.json",
+                        lambda old: not differences(old, request), finished_too=finished_too)
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
