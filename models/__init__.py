@@ -29,7 +29,10 @@ def default_config() -> ml_collections.ConfigDict:
     checks they agree).
     """
     c = ml_collections.ConfigDict()
-    c.arch = "mlp"  # mlp | convnet | resnet
+    c.arch = "mlp"  # mlp | convnet | resnet | a registered name | "module:function" | "file.py:fn"
+    # Keyword arguments for a user's builder (model.arch="module:function" or a registered
+    # name); searchable by dotted path, e.g. model.kwargs.width=int:16:128.
+    c.kwargs = ml_collections.ConfigDict()
     c.hidden = (50,)  # mlp hidden sizes
     c.widths = (32, 64)  # convnet stage widths
     c.blocks_per_stage = 1  # convnet

@@ -47,7 +47,7 @@ def test_default_config_fields():
     assert set(c) == {
         "arch", "hidden", "widths", "blocks_per_stage", "head", "depth", "width", "variant",
         "activation", "activation_kw", "init", "init_scale", "head_init_scale", "bias_init", "norm",
-        "norm_position", "groups", "dropout", "l1", "l2", "max_norm",
+        "norm_position", "groups", "dropout", "l1", "l2", "max_norm", "kwargs",
     }
     assert (c.arch, tuple(c.hidden), c.activation, c.init, c.norm) == (
         "mlp", (50,), "relu", "he", "none")

@@ -152,13 +152,17 @@ def _check_seeds(cfg: ml_collections.ConfigDict) -> None:
                              f"{seed!r}; e.g. {branch}.seed=0")
 
 
+#: Branches whose keys are the user's own (a builder's keyword arguments): taken whole.
+FREE_FORM = ("activation_kw", "kwargs")
+
+
 def _merge(into: ml_collections.ConfigDict, src: Mapping[str, Any], prefix: str) -> None:
     for key, value in src.items():
         path = f"{prefix}{key}"
         if not isinstance(key, str) or key not in into:
             valid = ", ".join(sorted(into.keys()))
             raise ValueError(f"config: unknown field {path!r}; valid fields here: {valid}")
-        if isinstance(into[key], ml_collections.ConfigDict) and key != "activation_kw":
+        if isinstance(into[key], ml_collections.ConfigDict) and key not in FREE_FORM:
             if not isinstance(value, Mapping):
                 raise ValueError(f"config: {path} must be a mapping, got {reprlib.repr(value)}")
             _merge(into[key], value, path + ".")

@@ -21,8 +21,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = "digits"  # digits | fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH
-    c.dataset.data_dir = ""  # "" = the dataset's default location
+    # digits | fashion_mnist | mnist | cifar10 | cifar100 | npz:PATH | folder:PATH | tfds:NAME
+    c.dataset.name = "digits"
+    c.dataset.data_dir = ""  # "" = the dataset's default location (tfds: TFDS's data dir)
+    c.dataset.image_size = ()  # folder: (height, width) every image is resized to; () = the first's
+    c.dataset.color_mode = "auto"  # folder: auto | grayscale | rgb
+    c.dataset.test_size = 0.2  # folder without train/ and test/: stratified, seeded test fraction
     c.dataset.val_size = 0.1  # fraction of train held out, stratified and seeded
     c.dataset.seed = 0
     c.dataset.preprocess = "standardize"  # none|mean_image|per_channel_mean|standardize|pca|zca
