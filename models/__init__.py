@@ -7,19 +7,41 @@ position, dropout, L1/L2, max-norm) are applied in one place, ``models.blocks``;
 ``models.activations``, ``models.initializers`` and ``models.norms`` map config names onto
 Keras objects; ``models.layers`` holds the two layers Keras lacks (Maxout,
 WeightNormalization); ``models.inspect`` measures activation statistics.
+
+The user's own networks join by name (``models.registry``): ``@models.register("tiny_cnn")``
+(timm's ``register_model``), or ``model.arch="package.module:function"`` /
+``"path/to/file.py:function"``; ``model.kwargs`` become the builder's keyword arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 import ml_collections
 from ml_collections import config_dict
 
-from models import convnet, mlp, resnet
+from models import convnet, mlp, registry, resnet
+from models.registry import is_user_arch, register, registered, unregister
 
+__all__ = ["ARCHS", "build", "default_config", "is_user_arch", "names", "register",
+           "registered", "resolve_config", "unregister"]
+
+#: The built-in architectures (``registry.BUILTIN``); ``names()`` adds the registered ones.
 ARCHS = {"mlp": mlp.build, "convnet": convnet.build, "resnet": resnet.build}
+
+#: The fields each built-in reads besides the shared knobs (for the model.kwargs error).
+_OWN_FIELDS = {"mlp": ("hidden",), "convnet": ("widths", "blocks_per_stage", "head"),
+               "resnet": ("depth", "width", "variant")}
+
+
+def names() -> list[str]:
+    """The architecture names ``model.arch`` takes: the built-ins, then the registered ones.
+
+    (Besides these, ``"package.module:function"`` and ``"path/to/file.py:function"``.)
+    """
+    return [*ARCHS, *registered()]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -88,7 +110,23 @@ def resolve_config(cfg: Mapping | ml_collections.ConfigDict | None) -> dict:
     # activation_kw.alpha = None that a locked config still lets the CLI override.
     if isinstance(kw, Mapping) or kw is None:  # anything else: Knobs names the field
         c["activation_kw"] = {key: v for key, v in dict(kw or {}).items() if v is not None}
+    c["kwargs"] = _kwargs(c["kwargs"])
     return c
+
+
+def _kwargs(kw: Any) -> dict:
+    """``model.kwargs`` as a plain dict of keyword arguments (nested ConfigDicts too)."""
+    kw = kw.to_dict() if isinstance(kw, ml_collections.ConfigDict) else kw
+    if kw is None:
+        return {}
+    if not isinstance(kw, Mapping):
+        raise ValueError(f"model.kwargs must be a dict of keyword arguments for your builder "
+                         f"(e.g. {{'width': 32}}), got {type(kw).__name__}: {kw!r:.80}")
+    bad = [k for k in kw if not (isinstance(k, str) and k.isidentifier())]
+    if bad:
+        raise ValueError(f"model.kwargs: {bad!r} cannot be keyword argument names; use "
+                         "Python identifiers such as width")
+    return dict(kw)
 
 
 def build(
@@ -96,27 +134,51 @@ def build(
     input_shape: Sequence[int],
     num_classes: int,
 ) -> keras.Model:
-    """Builds the network ``cfg`` describes; the model outputs logits (no softmax).
+    """Builds the network ``cfg`` describes: a built-in, a registered or a user's builder.
 
     Args:
         cfg: The ``model`` branch of the config tree (ConfigDict, dict or None); missing
-            fields take the defaults of ``default_config()``.
+            fields take the defaults of ``default_config()``. ``model.arch`` is mlp, convnet,
+            resnet, a name from ``models.register``, ``"package.module:function"`` or
+            ``"path/to/file.py:function"``; a user's builder is called as
+            ``fn(cfg, input_shape, num_classes, **model.kwargs)`` with ``cfg`` the complete
+            branch as a plain dict.
         input_shape: One example's shape, no batch axis: ``(H, W, C)`` images or ``(D,)``
             vectors (mlp only).
         num_classes: Number of output logits.
 
     Returns:
-        A functional ``keras.Model`` (uncompiled) mapping inputs to ``(batch, num_classes)``.
+        A ``keras.Model`` mapping inputs to ``(batch, num_classes)``: the built-ins' are
+        functional, uncompiled and output logits; a user's builder's model is returned as
+        it was built (compiled or not).
 
     Raises:
         ValueError: unknown fields, unknown names (listing the valid ones), a conv
-            architecture on non-image inputs, or an invalid value.
+            architecture on non-image inputs, an invalid value, model.kwargs on a built-in,
+            or a user's builder that cannot be found, raises or returns no keras.Model.
     """
     c = resolve_config(cfg)
-    arch = str(c["arch"]).lower()
-    if arch not in ARCHS:
-        raise ValueError(f"model.arch={c['arch']!r} is not an architecture; use one of "
-                         f"{', '.join(ARCHS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-    return ARCHS[arch](c, tuple(int(d) for d in input_shape), int(num_classes))
+    shape = tuple(int(d) for d in input_shape)
+    arch = str(c["arch"]).strip()
+    if arch.lower() in ARCHS:
+        if c["kwargs"]:
+            raise ValueError(_kwargs_on_builtin(arch.lower(), c["kwargs"]))
+        return ARCHS[arch.lower()](c, shape, int(num_classes))
+    fn = registry.resolve(arch)
+    if fn is None:
+        listed = ", ".join(names())
+        raise ValueError(f"model.arch={c['arch']!r} is not an architecture; use one of "
+                         f"{listed}, or your own builder as 'package.module:function' or "
+                         "'path/to/file.py:function'")
+    return registry.call_builder(fn, arch, c, shape, int(num_classes), c["kwargs"])
+
+
+def _kwargs_on_builtin(arch: str, kwargs: Mapping) -> str:
+    own = ", ".join(f"model.{f}" for f in _OWN_FIELDS[arch])
+    return (f"model.kwargs is for a user's builder; the built-in {arch} (model.arch="
+            f"{arch!r}) takes {own} and the "
+            f"shared fields (model.activation, model.init, model.norm, model.dropout, "
+            f"model.l2, ...); got model.kwargs={kwargs!r}: remove it or set model.arch to "
+            "your builder")

@@ -98,8 +98,26 @@ def as_float64(model: keras.Model) -> keras.Model:
 
 
 def activation_layers(model: keras.Model, prefix: str = ACT_PREFIX) -> list[keras.layers.Layer]:
-    """Returns the model's activation layers (named ``prefix*``) in graph order."""
-    return [layer for layer in model.layers if layer.name.startswith(prefix)]
+    """Returns the model's hidden activation layers in graph order.
+
+    The built-in networks name theirs ``prefix*``. A user's model has other names: then every
+    layer but the last whose output is a nonlinearity counts — an activation layer (ReLU,
+    Activation("tanh"), ...) or a Dense/Conv layer with a nonlinear ``activation``.
+    """
+    named = [layer for layer in model.layers if layer.name.startswith(prefix)]
+    if named:
+        return named
+    hidden = list(model.layers)[:-1]  # the last layer makes the outputs, not hidden units
+    return [layer for layer in hidden if _nonlinear(layer)]
+
+
+def _nonlinear(layer: keras.layers.Layer) -> bool:
+    """Whether a layer's output is a nonlinearity's (an activation layer or activation=...)."""
+    if activations.name_of(layer) is not None and not hasattr(layer, "kernel"):
+        return True
+    fn = getattr(layer, "activation", None)
+    name = getattr(fn, "__name__", "linear") if callable(fn) else "linear"
+    return name not in ("linear", "identity")
 
 
 def _saturated(kind: str | None, a: np.ndarray) -> float:
@@ -155,6 +173,8 @@ def activation_stats(
     for layer, out in zip(acts, outs):
         a = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
         kind = activations.name_of(layer)
+        if kind is None and callable(getattr(layer, "activation", None)):
+            kind = activations.name_of(layer.activation)  # Dense/Conv(activation="relu")
         counts, edges = np.histogram(a, bins=bins)
         records.append(
             {

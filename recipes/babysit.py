@@ -5,8 +5,10 @@ check that regularization raises it, make sure the model can overfit 20 examples
 the learning-rate range, search hyperparameters coarse to fine, train with the schedule
 while the monitors watch, average test-time crops, read the curves, write the report.
 
-``recipes.babysit.run(config, workdir)`` and
-``python -m recipes.babysit --config=NAME_OR_PATH --workdir=DIR [--steps=...]``. Each step
+``recipes.babysit.run(config, workdir)`` — or on your own network and data,
+``recipes.babysit.run(None, workdir, model=my_model, data=(x_train, y_train, x_test,
+y_test))`` — and ``python -m recipes.babysit --config=NAME_OR_PATH --workdir=DIR
+[--steps=...]``. Each step
 prints one line as it finishes; ``babysit.json`` keeps every verdict; the training run's
 artifacts, ``report.md`` and ``report.html`` land in ``workdir``.
 """
@@ -14,6 +16,7 @@ artifacts, ``report.md`` and ``report.html`` land in ``workdir``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -28,7 +31,6 @@ import tuning
 from recipes import (
     cli,
     configs,
-    data,
     diagnose,
     io,
     lr_range,
@@ -38,6 +40,7 @@ from recipes import (
     sanity,
     train,
 )
+from recipes import data as data_lib
 from recipes import workdir as wd
 
 #: The procedure's steps, in the order they run. "all" runs every one.
@@ -73,16 +76,22 @@ def parse_steps(steps: str | list[str] | None) -> list[str]:
     return [s for s in STEPS if s in names]
 
 
-def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
-        splits: data.Splits | None = None, overwrite: bool = False,
-        echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
+        steps: str | list[str] | None = None, splits: data_lib.Splits | None = None,
+        overwrite: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the babysitting procedure on ``config`` and writes everything into ``workdir``.
 
     Args:
         config: a full or partial config tree.
         workdir: the procedure's directory; the final training run's artifacts go here too.
+        model: the user's network instead of ``model.arch``: a ``keras.Model`` (compiled or
+            not; every step trains a fresh copy, ``keras.models.clone_model``) or a function
+            returning one. What it was compiled with is kept where ``config`` is silent.
+        data: the user's data instead of ``config.dataset``: ``(x, y)``,
+            ``(x_train, y_train, x_test, y_test)``, a pair of ``tf.data`` datasets or
+            ``recipes.data.Splits``.
         steps: ``"all"`` (default: ``config.babysit.steps``) or a subset, comma separated.
-        splits: already-loaded data instead of ``config.dataset``.
+        splits: already-loaded ``Splits`` (the older name of ``data``).
         overwrite: replace a finished procedure in ``workdir``.
         echo: where each step's line goes (``print``; ``lambda s: None`` for silence).
 
@@ -93,21 +102,24 @@ def run(config: Any, workdir: str, *, steps: str | list[str] | None = None,
     Raises:
         ValueError: a bad config field, bad data or an unusable workdir (before any step).
     """
-    cfg = configs.complete(config)
+    wd.check_path(workdir)
+    # Every field, the data and the model are checked before any step writes a byte.
+    prepared = prepare.prepare(config, model=model, data=data if data is not None else splits)
+    cfg, splits = prepared.config, prepared.splits
     todo = parse_steps(steps if steps is not None else cfg.babysit.steps)
-    request = _request(cfg, todo)
+    request = _request(cfg, todo, prepared)
     _check_workdir(workdir, cfg, todo, overwrite)
-    splits = prepare.load_splits(cfg, splits)
-    prepared = prepare.prepare(cfg, splits=splits)  # every field checked before any step
+    notes = _search_space_for(cfg, prepared) if "search" in todo else []
     if "search" in todo:
         tuning.search.check_space_values(cfg, tuning.space.from_mapping(cfg.search.space, cfg),
-                                         splits)
+                                         splits, model=model)
     wd.check_space(workdir, train.checkpoint_bytes(prepared.model) + (1 << 20))
     with wd.locked(workdir):
         wd.recover(workdir)  # what a replacement killed mid-swap left behind
         _check_workdir(workdir, cfg, todo, overwrite)  # it may have changed meanwhile
         state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
-                       model=prepared.model, shown=workdir, request=request)
+                       model=model, prepared=prepared, shown=workdir, request=request,
+                       search_notes=notes)
         if overwrite and wd.holds_files(workdir) and not _continues(workdir, request):
             with wd.replacing(workdir, can_continue=lambda d: _continues(d, request, True)) as d:
                 state.workdir = d
@@ -139,10 +151,50 @@ def _run_steps(state: _State) -> dict[str, Any]:
     return _result(state)
 
 
-def _request(cfg: ml_collections.ConfigDict, todo: list[str]) -> dict[str, Any]:
-    """What a babysit run was asked to do: the config as given and the steps."""
+def _request(cfg: ml_collections.ConfigDict, todo: list[str],
+             prepared: prepare.Prepared) -> dict[str, Any]:
+    """What a babysit run was asked to do: the config, the steps, the model and the data."""
+    info = prepared.splits.info
     return {"config": io.json_ready(cfg.to_dict()),
-            "steps": list(todo)}
+            "steps": list(todo),
+            "model": _model_fingerprint(prepared),
+            "data": {"source": str(info.source), "sizes": [len(prepared.splits.train),
+                                                           len(prepared.splits.val),
+                                                           len(prepared.splits.test)]}}
+
+
+def _model_fingerprint(prepared: prepare.Prepared) -> str:
+    """The network's architecture, hashed (a resumed run must babysit the same network)."""
+    if prepared.source.kind == "config":
+        return prepared.source.describe(prepared.config)
+    try:
+        text = prepared.model.to_json()
+    except Exception:  # noqa: BLE001 - a subclassed model without get_config
+        text = prepared.model.name
+    return prepared.source.describe(prepared.config).split(";")[0] + " sha256:" + \
+        hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _search_space_for(cfg: ml_collections.ConfigDict, prepared: prepare.Prepared) -> list[str]:
+    """On a user's network, leaves out the space's fields that cannot reach it (with a note).
+
+    ``model.l2`` and the other ``model.*`` knobs configure the built-in networks only; the
+    search then tunes what applies to any model. An empty space becomes the learning rate
+    alone.
+    """
+    if not prepared.source.is_users(cfg):
+        return []
+    space = tuning.space.from_mapping(cfg.search.space, cfg)
+    kept = {k: v for k, v in space.items() if not k.startswith("model.")
+            or k.startswith("model.kwargs.")}
+    dropped = sorted(set(space) - set(kept))
+    if not dropped:
+        return []
+    if not kept:
+        kept = tuning.space.from_mapping("optimizer.learning_rate=log:1e-5:1e-1", cfg)
+    cfg.search.space = tuning.space.to_string(kept)
+    return [f"left out {', '.join(dropped)}: it configures the built-in networks, not "
+            "your model (search model.kwargs.* for your builder's arguments)"]
 
 
 def _finished(workdir: str) -> str | None:
@@ -196,11 +248,13 @@ _TUNED = (("optimizer", "learning_rate"),)
 @dataclasses.dataclass
 class _State:
     cfg: ml_collections.ConfigDict
-    splits: data.Splits
+    splits: data_lib.Splits
     workdir: str
     todo: list[str]
     echo: Callable[[str], None]
-    model: Any = None  # the recipe's untrained model, built once to check the config
+    model: Any = None  # the user's model or model function (None: the config's model.arch)
+    prepared: Any = None  # the checked run: data, preprocessing, task, model source
+    search_notes: list[str] = dataclasses.field(default_factory=list)
     shown: str = ""  # the workdir the user named (state.workdir may be its staged replacement)
     request: dict[str, Any] = dataclasses.field(default_factory=dict)
     finished: bool = False
@@ -222,7 +276,8 @@ class _State:
 def _sanity(state: _State):
     """Initial loss, regularization, input-independent baseline, gradient check."""
     checks = [c for c in sanity.CHECKS if c != "overfit_small"]  # overfitting: its own step
-    for result in sanity.iter_checks(state.cfg, splits=state.splits, checks=checks):
+    for result in sanity.iter_checks(state.cfg, splits=state.splits, checks=checks,
+                                     model=state.model):
         yield _from_check(result)
     state.done.add("sanity")
 
@@ -237,7 +292,8 @@ def _from_check(result: sanity.CheckResult) -> Step:
 
 def _overfit(state: _State):
     """Overfit 20 examples; a failure stops the procedure (the model or pipeline is broken)."""
-    (result,) = sanity.iter_checks(state.cfg, splits=state.splits, checks=["overfit_small"])
+    (result,) = sanity.iter_checks(state.cfg, splits=state.splits, checks=["overfit_small"],
+                                   model=state.model)
     yield _from_check(result)
     if not result.passed:
         state.stopped = True
@@ -248,7 +304,7 @@ def _overfit(state: _State):
 
 def _lr_range(state: _State):
     """Short runs across decades; the next steps use the low end of the good range."""
-    result = lr_range.run(state.cfg, splits=state.splits)
+    result = lr_range.run(state.cfg, splits=state.splits, model=state.model)
     state.lr_result = result
     plot_path = os.path.join(state.workdir, "plots", "lr_range.png")
     os.makedirs(os.path.dirname(plot_path), exist_ok=True)
@@ -273,7 +329,7 @@ def _search(state: _State):
         lo, hi = state.lr_result.range
         cfg.search.space = _with_lr_range(cfg.search.space, lo / SEARCH_LR_MARGIN,
                                           hi * SEARCH_LR_MARGIN)
-    result = tuning.search_step(cfg, splits=state.splits,
+    result = tuning.search_step(cfg, splits=state.splits, model=state.model,
                                 workdir=os.path.join(state.workdir, "search"))
     state.search = result
     best = result["best"]
@@ -288,7 +344,8 @@ def _search(state: _State):
     yield Step("search", True,
                f"best val_acc {best['val_accuracy']:.4f} with "
                + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
-               + (f"; {len(warnings)} edge warning(s)" if warnings else ""),
+               + (f"; {len(warnings)} edge warning(s)" if warnings else "")
+               + (f"; {'; '.join(state.search_notes)}" if state.search_notes else ""),
                "; ".join(warnings))
     state.done.add("search")
 
@@ -296,7 +353,7 @@ def _search(state: _State):
 def _train(state: _State):
     """Full training with the chosen settings and every monitor on."""
     recorder = lr_range.BatchLossRecorder()
-    summary = train.run(state.cfg, state.workdir, splits=state.splits,
+    summary = train.run(state.cfg, state.workdir, splits=state.splits, model=state.model,
                         extra_callbacks=[recorder])
     state.summary = summary
     state.batch_losses = [float(v) for v in recorder.losses]
@@ -363,8 +420,11 @@ _RUNNERS = {"sanity": _sanity, "overfit": _overfit, "lr_range": _lr_range, "sear
 def _context(state: _State) -> dict[str, Any]:
     """Everything the report shows, from memory and the workdir."""
     w, cfg, splits = state.workdir, state.cfg, state.splits
+    p = state.prepared
+    network = cfg.model.arch if p.source.kind == "config" else f"your model {p.model.name}"
     ctx: dict[str, Any] = {
-        "title": f"babysit: {cfg.dataset.name}, {cfg.model.arch}",
+        "title": f"babysit: {splits.info.name}, {network}",
+        "origins": p.origins,
         "command": " ".join(["python -m recipes.babysit", *sys.argv[1:]])
         if sys.argv and sys.argv[0].endswith("babysit.py") else "",
         "config": cfg.to_dict(),
@@ -407,16 +467,20 @@ def _context(state: _State) -> dict[str, Any]:
 
 def _input_images(state: _State, n: int = 32) -> dict[str, Any]:
     """A training batch exactly as it enters the network: augmented, then preprocessed."""
-    cfg, splits = state.cfg, state.splits
-    pre = prepare.fit_preprocessor(cfg, splits.train.x)
+    cfg, splits, p = state.cfg, state.splits, state.prepared
+    if len(splits.info.input_shape) != 3:
+        return {}  # vectors: nothing to look at as pictures
     probe = ml_collections.ConfigDict(cfg.to_dict())
     probe.train.batch_size = min(n, len(splits.train))
     probe.train.full_batch = False
     ds = pipeline.make(splits.train.x, splits.train.y, probe, training=True,
-                       num_classes=splits.info.num_classes, preprocessor=pre,
-                       seed=cfg.train.seed)
+                       num_classes=splits.info.num_classes, preprocessor=p.preprocessor,
+                       seed=cfg.train.seed, label_form=p.task.label_form)
     x, y = next(iter(ds))
-    return {"x": np.asarray(x), "y": np.asarray(y), "class_names": list(splits.info.class_names),
+    y = np.asarray(y)
+    if p.task.label_form in ("sparse", "binary"):
+        y = y.reshape(-1).astype(np.int64)  # class ids: the grid names them
+    return {"x": np.asarray(x), "y": y, "class_names": list(splits.info.class_names),
             "image_shape": tuple(splits.info.input_shape)}
 
 
@@ -441,7 +505,9 @@ def _changed_fields(cfg: ml_collections.ConfigDict, best: Any) -> dict[str, Any]
             old = cfg[branch].get(field)
             if isinstance(old, tuple) and isinstance(value, list):
                 value = tuple(value)
-            if old != value and not isinstance(value, dict):
+            if isinstance(old, ml_collections.ConfigDict):
+                old = old.to_dict()
+            if old != value and (not isinstance(value, dict) or field == "kwargs"):
                 out[f"{branch}.{field}"] = value
     return out
 

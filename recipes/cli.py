@@ -5,10 +5,17 @@
 error; a built-in name (``digits_mlp``) is resolved to its file first, the one thing
 config_flags cannot do. Every user error — a bad flag, an unknown field, a bad value found
 later by ``ValueError`` — ends as one line on stderr and exit status 2, never a traceback.
+
+``--config.model.kwargs.NAME=VALUE`` is the one override of a field the tree does not have:
+``model.kwargs`` holds a user's builder's keyword arguments, whatever their names, and
+config_flags refuses new keys. ``parse_flags`` takes these out of the command line before
+absl parses it and sets them on the loaded config afterwards, the value read as a Python
+literal (``32``, ``0.5``, ``(3, 3)``, ``True``/``true``, ``'relu'``) or else as a string.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -33,6 +40,8 @@ _config_default: str | None = None  # the path --config takes when it is not giv
 _ARGV: list[str] = []  # the command line being parsed; --config reads its overrides here
 _parsed_before = False  # parse_flags ran already in this process (tests, notebooks)
 _CONFIG_ARG = re.compile(r"^-{1,2}config(=|$)")  # --config=X or --config X, not --config.a
+# --config.model.kwargs.NAME=VALUE (and the forms absl would also read as that flag)
+_KWARG_ARG = re.compile(r"^-{1,2}(no)?config\.model\.kwargs\.([^=]*)(=?)(.*)$", re.DOTALL)
 
 
 def define_common_flags(*, config_default: str | None = "digits_mlp") -> None:
@@ -184,14 +193,87 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         argv = [*argv[:1], *FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
         argv = resolve_config_argv(argv)
+        kwargs: dict[str, Any] = {}
         if "config" in FLAGS:
+            argv, kwargs = split_model_kwargs(argv)
             _reset_config_flag(argv)
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        if kwargs:
+            apply_model_kwargs(FLAGS.config, kwargs)
+        return rest
     except (flags.Error, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
         fail(_flag_message(e), prog)
     except SyntaxError as e:
         fail(f"--config: {e.filename}:{e.lineno}: {e.msg}", prog)
     return []  # not reached
+
+
+def split_model_kwargs(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Takes ``--config.model.kwargs.NAME=VALUE`` out of ``argv``.
+
+    Args:
+        argv: the command line (program first).
+
+    Returns:
+        ``(argv without them, {NAME: value})``, each value parsed by ``literal_value``; a
+        NAME given twice keeps the last value, as absl does.
+
+    Raises:
+        ValueError: a name that is not a Python identifier, or no ``=VALUE``.
+    """
+    rest, kwargs = [], {}
+    for arg in argv:
+        m = _KWARG_ARG.match(arg)
+        if not m:
+            rest.append(arg)
+            continue
+        no, name, eq, text = m.groups()
+        flag = arg.partition("=")[0]
+        if no or not eq:
+            raise ValueError(f"{flag}: give a value, --config.model.kwargs.{name}=VALUE "
+                             "(e.g. =32, =0.5, =true, =relu)")
+        if not name.isidentifier():
+            raise ValueError(f"{flag}: model.kwargs.NAME takes one keyword argument name of "
+                             f"your builder, such as model.kwargs.width; got {name!r}")
+        kwargs[name] = literal_value(text)
+    return rest, kwargs
+
+
+def literal_value(text: str) -> Any:
+    """A command-line value as Python: a literal (lists become tuples), else the string.
+
+    ``true``/``false`` (any case) are booleans, as absl reads them; ``32`` an int, ``1e-3``
+    a float, ``(3, 3)`` or ``[3, 3]`` a tuple, ``relu`` or ``'relu'`` a string.
+    """
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def apply_model_kwargs(config: Any, kwargs: dict[str, Any]) -> None:
+    """Sets ``config.model.kwargs.NAME = value`` for each entry, the lock notwithstanding.
+
+    A name the config already holds keeps its type, as ConfigDict checks it (a float takes
+    an int too); a new name takes the value's type.
+
+    Raises:
+        ValueError: no config to set them on, or a value of the wrong type.
+    """
+    if config is None:
+        raise ValueError("--config.model.kwargs.*: give --config=NAME_OR_FILE too")
+    node = config.model.kwargs
+    with config.unlocked():
+        for name, value in kwargs.items():
+            try:
+                node[name] = value
+            except (TypeError, ValueError):
+                kind = type(node[name]).__name__
+                raise ValueError(f"--config.model.kwargs.{name}={value!r}: the config sets "
+                                 f"model.kwargs.{name} of type {kind}; give a {kind}") from None
 
 
 def _reset_config_flag(argv: list[str]) -> None:

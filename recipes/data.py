@@ -21,6 +21,21 @@ data dir with a ``NAME/VERSION/`` folder); only an empty ``data_dir`` falls back
 default location and to tfds. Labels are checked before any split: every class of the test
 split must occur in the train split (a train class absent from the test split only warns),
 and an ``.npz`` file's labels must be the ids 0..C-1 of the classes that occur.
+
+Lazy sources (``recipes.sources``: ``x`` is ``sources.Images``, read on demand, never all in
+memory; :func:`is_lazy` tells it from an array):
+  * ``folder:PATH``: one sub-folder of images per class (``PATH/train`` + ``PATH/test`` if
+    both exist, else a stratified test split of ``dataset.test_size``), resized to
+    ``dataset.image_size`` and converted by ``dataset.color_mode``.
+  * ``tfds:NAME[/CONFIG][:TRAIN_SPLIT[:TEST_SPLIT]]``: any tensorflow-datasets dataset with
+    (image or 1-D vector, ClassLabel) supervised keys, from ``dataset.data_dir``.
+  * :func:`from_user`: the user's arrays, ``tf.data`` pair or ``Splits``; vectors (N, D) as
+    well as images, and labels as ids, one-hot, 0/1 (binary) or a 0/1 multi-label matrix.
+
+Test splits carved here (``digits``, ``folder:`` without ``test/``, ``tfds:`` without a test
+split, ``from_user((x, y))``) use seed 0, not ``dataset.seed``: trying seeds changes the
+validation fold, never the test set. Splits of a lazy ``x`` are lazy views
+(``x.subset(idx)``): nothing is loaded to split.
 """
 
 from __future__ import annotations
@@ -38,14 +53,18 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from sklearn.model_selection import train_test_split
+
+from recipes import sources
 
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
 
-NAMES = ("digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "npz:PATH")
+NAMES = ("digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH",
+         "tfds:NAME")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -75,16 +94,27 @@ MAX_ABS_PIXEL = 1e12
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Split:
-    """One split: ``x`` images (N, H, W, C) and ``y`` int64 labels (N,)."""
+    """One split: ``x`` inputs and ``y`` labels of the same length.
 
-    x: np.ndarray
+    ``x``: images (N, H, W, C) or vectors (N, D), an array or lazy ``sources.Images``;
+    ``y``: int64 class ids (N,), or float32 0/1 (N, K) when multi-label.
+    """
+
+    x: np.ndarray | sources.Images
     y: np.ndarray
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __repr__(self) -> str:
-        return f"Split(x={self.x.dtype}{list(self.x.shape)}, y={self.y.dtype}{list(self.y.shape)})"
+        lazy = " lazy" if is_lazy(self.x) else ""
+        return (f"Split(x={self.x.dtype}{list(self.x.shape)}{lazy}, "
+                f"y={self.y.dtype}{list(self.y.shape)})")
+
+
+def is_lazy(x: object) -> bool:
+    """Whether ``x`` is lazy ``sources.Images`` (read on demand) rather than an array."""
+    return sources.is_lazy(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +122,11 @@ class DatasetInfo:
     """What a model and a report need to know about a dataset."""
 
     name: str
-    num_classes: int
-    input_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int  # C classes, or K labels when multilabel
+    input_shape: tuple[int, ...]  # (H, W, C) images or (D,) vectors
     class_names: tuple[str, ...]
     source: str  # where it came from: a module, a directory, "tfds:NAME" or the npz path
+    multilabel: bool = False  # y is a 0/1 (N, K) matrix of K independent labels
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -109,51 +140,92 @@ class Splits:
 
 
 def validate_arrays(
-    x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int | None = None,
-    min_classes: int = 2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Checks one (images, labels) pair and returns it as NHWC images and int64 labels.
+    x: np.ndarray | sources.Images, y: np.ndarray, *, where: str,
+    num_classes: int | None = None, min_classes: int = 2, multilabel: bool = False,
+) -> tuple[np.ndarray | sources.Images, np.ndarray]:
+    """Checks one (inputs, labels) pair and returns it as NHWC images or vectors and labels.
 
     Checks run in the order that blames the real cause: dtypes and shapes, pixel values
-    (finite, magnitude at most ``MAX_ABS_PIXEL``), then label values (range first).
+    (finite, magnitude at most ``MAX_ABS_PIXEL``), then label values (range first). A lazy
+    ``x`` (``sources.Images``) has its shape and dtype checked, not its values: reading them
+    all is what lazy sources avoid (8-bit files are always in range; ``preprocessing.fit``
+    refuses statistics that come out NaN or inf).
 
     Args:
-        x: images, (N, H, W) or (N, H, W, C) with C <= 4, any real numeric dtype.
-        y: integer class ids, (N,) or (N, 1).
+        x: images (N, H, W) or (N, H, W, C) with C <= 4, or vectors (N, D); any real
+            numeric dtype; an array or lazy ``sources.Images``.
+        y: integer class ids, (N,) or (N, 1); with ``multilabel``, a 0/1 matrix (N, K).
         where: what the arrays are (e.g. ``"npz:a.npz x_train/y_train"``), for the messages.
-        num_classes: if given, labels must lie in [0, num_classes).
+        num_classes: if given, labels must lie in [0, num_classes) (multi-label: K columns).
         min_classes: fewest distinct labels accepted (1 for a val or test split).
+        multilabel: ``y`` holds K independent 0/1 labels per example.
 
     Returns:
-        ``(x, y)`` with a channel axis added to rank-3 ``x`` and ``y`` as int64 of shape (N,).
+        ``(x, y)`` with a channel axis added to rank-3 ``x``; ``y`` int64 (N,), or float32
+        (N, K) with ``multilabel``. A lazy ``x`` is returned as it is.
 
     Raises:
         ValueError: naming ``where``, the problem and the fix.
     """
-    x, y = np.asarray(x), np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
+    lazy = is_lazy(x)
+    x, y = (x if lazy else np.asarray(x)), np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1 and not multilabel:
         y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(
-            f"{where}: labels have shape {y.shape}; expected (N,) class ids (argmax one-hot labels)"
-        )
+    if y.ndim != (2 if multilabel else 1):
+        want = "a 0/1 matrix (N, K) of multi-label targets" if multilabel else (
+            "(N,) class ids (argmax one-hot labels)")
+        raise ValueError(f"{where}: labels have shape {y.shape}; expected {want}")
     if x.ndim and len(x) == len(y) == 0:
         raise ValueError(
             f"{where}: empty arrays (x {x.shape}, y {y.shape}); give at least one example"
         )
     if x.ndim and len(x) != len(y):
         raise ValueError(f"{where}: length mismatch: {len(x)} images but {len(y)} labels")
-    x = _check_images(x, where)  # a 0-d x fails here, on its rank
-    y = _check_labels(y, where, num_classes)
-    if len(np.unique(y)) < min_classes:
+    x = _check_lazy(x, where) if lazy else _check_images(x, where)  # a 0-d x fails on its rank
+    if multilabel:
+        y = _check_multilabel(y, where, num_classes)
+    else:
+        y = _check_labels(y, where, num_classes)
+    if len(_present(y)) < min_classes:
+        one = f"label column {_present(y)[:1].tolist()}" if multilabel else f"class ({y[0]})"
         raise ValueError(
-            f"{where}: only one class ({y[0]}); a classifier needs at least two classes"
+            f"{where}: only one {one}; a classifier needs at least two classes"
         )
     return x, y
 
 
+def _present(y: np.ndarray) -> np.ndarray:
+    """The classes that occur: the ids of (N,) labels, the set columns of a (N, K) matrix."""
+    return np.unique(y) if y.ndim == 1 else np.flatnonzero(y.any(axis=0))
+
+
+def _check_lazy(x: sources.Images, where: str) -> sources.Images:
+    """The image half of `validate_arrays` for lazy ``x``: its shape (values stay unread)."""
+    if x.ndim not in (2, 4) or 0 in x.shape[1:]:
+        raise ValueError(f"{where}: examples have shape {x.shape[1:]}; expected (H, W, C) "
+                         "images or (D,) vectors with every size >= 1")
+    if x.ndim == 4 and x.shape[-1] > 4:
+        raise ValueError(f"{where}: images have {x.shape[-1]} channels; expected at most 4 "
+                         "channels last (NHWC)")
+    return x
+
+
+def _check_multilabel(y: np.ndarray, where: str, num_classes: int | None) -> np.ndarray:
+    """The label half of `validate_arrays` for multi-label targets: a 0/1 (N, K) matrix."""
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{where}: multi-label targets have dtype {y.dtype}; expected a 0/1 "
+                         "numeric matrix (N, K), e.g. y.astype('float32')")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{where}: multi-label targets hold values other than 0 and 1; "
+                         "expected a 0/1 matrix (N, K)")
+    if num_classes is not None and y.shape[1] != num_classes:
+        raise ValueError(f"{where}: {y.shape[1]} label columns but num_classes={num_classes}; "
+                         "give one column per label")
+    return y.astype(np.float32)
+
+
 def _check_images(x: np.ndarray, where: str) -> np.ndarray:
-    """The image half of `validate_arrays`: dtype, NHWC shape, finite and bounded pixels."""
+    """The image half of `validate_arrays`: dtype, NHWC or (N, D) shape, finite, bounded."""
     if x.dtype == np.bool_:
         raise ValueError(
             f"{where}: pixels have dtype bool; convert masks to numbers first, e.g. "
@@ -166,16 +238,17 @@ def _check_images(x: np.ndarray, where: str) -> np.ndarray:
         )
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4:
+    if x.ndim not in (2, 4):
         raise ValueError(
-            f"{where}: images have rank {x.ndim} (shape {x.shape}); expected (N, H, W) or NHWC"
+            f"{where}: images have rank {x.ndim} (shape {x.shape}); expected (N, H, W) or NHWC "
+            "images, or (N, D) vectors"
         )
     if 0 in x.shape[1:]:
         raise ValueError(
             f"{where}: images have shape {x.shape[1:]}, a zero-sized dimension; expected "
-            "(H, W, C) with every size >= 1"
+            "(H, W, C) or (D,) with every size >= 1"
         )
-    if x.shape[-1] > 4:
+    if x.ndim == 4 and x.shape[-1] > 4:
         raise ValueError(
             f"{where}: images have {x.shape[-1]} channels (shape {x.shape}); expected at most 4 "
             "channels last (NHWC): transpose channels-first arrays"
@@ -240,13 +313,14 @@ def _check_classes(where: str, train: tuple[str, np.ndarray], others: dict[str, 
 
     Args:
         where: what the splits belong to, prefixed to the messages (e.g. ``"npz:a.npz "``).
-        train: (name for messages, labels) of the train split.
+        train: (name for messages, labels) of the train split; ids (N,) or a multi-label
+            (N, K) matrix, whose classes are the columns that are ever set.
         others: name for messages -> labels of each non-empty evaluation split.
         num_classes: the dataset's number of classes (the model's outputs).
     """
-    name, seen = train[0], np.unique(train[1])
+    name, seen = train[0], _present(train[1])
     for other, y in others.items():  # errors first, then the warnings
-        unseen = np.setdiff1d(np.unique(y), seen)
+        unseen = np.setdiff1d(_present(y), seen)
         if unseen.size:
             raise ValueError(
                 f"{where}{other} has classes that never occur in {name}: {_ids(unseen)} "
@@ -263,7 +337,7 @@ def _check_classes(where: str, train: tuple[str, np.ndarray], others: dict[str, 
             stacklevel=3,
         )
     for other, y in others.items():
-        missing = np.setdiff1d(seen, np.unique(y))
+        missing = np.setdiff1d(seen, _present(y))
         if missing.size:
             warnings.warn(
                 f"{where}{other} lacks classes of {name}: {_ids(missing)}; its accuracy "
@@ -625,6 +699,24 @@ def _digits() -> tuple[Split, Split, DatasetInfo]:
     return train, test, info
 
 
+def _dense_classes(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """C for labels with no class list: they must be the ids 0..C-1 (C = largest + 1).
+
+    Else the model would get outputs for classes that have no examples.
+    """
+    occur = np.union1d(y_train, y_test)
+    c = int(occur[-1]) + 1
+    if len(occur) != c:
+        holder = "y_train" if len(y_train) and y_train.max() == occur[-1] else "y_test"
+        raise ValueError(
+            f"{where}{holder}: label {c - 1} implies {c} classes 0..{c - 1}, but only "
+            f"{len(occur)} occur in y_train and y_test ({_ids(occur)}); labels must be the "
+            "class ids 0..C-1: remap both splits together, e.g. "
+            "`ids, y = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)`"
+        )
+    return c
+
+
 def _npz(path_text: str) -> tuple[Split, Split, DatasetInfo]:
     path, keys = Path(path_text).expanduser(), ("x_train", "y_train", "x_test", "y_test")
     try:
@@ -647,18 +739,7 @@ def _npz(path_text: str) -> tuple[Split, Split, DatasetInfo]:
         for k in ("train", "test")
     }
     _check_same_images(f"npz:{path} ", {f"x_{k}": x for k, (x, _) in pairs.items()})
-    # No class list in the file: the classes are the labels that occur, and they must be the
-    # ids 0..C-1 (C = largest + 1), else the model gets outputs for classes with no examples.
-    occur = np.union1d(pairs["train"][1], pairs["test"][1])
-    c = int(occur[-1]) + 1
-    if len(occur) != c:
-        holder = "y_train" if pairs["train"][1].max() == occur[-1] else "y_test"
-        raise ValueError(
-            f"npz:{path} {holder}: label {c - 1} implies {c} classes 0..{c - 1}, but only "
-            f"{len(occur)} occur in y_train and y_test ({_ids(occur)}); labels must be the "
-            "class ids 0..C-1: remap both splits together, e.g. "
-            "`ids, y = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)`"
-        )
+    c = _dense_classes(f"npz:{path} ", pairs["train"][1], pairs["test"][1])
     train, test = (
         Split(x if x.dtype == np.uint8 else x.astype(np.float32), y) for x, y in pairs.values()
     )
@@ -667,9 +748,17 @@ def _npz(path_text: str) -> tuple[Split, Split, DatasetInfo]:
     return train, test, info
 
 
+def _take(x: np.ndarray | sources.Images, idx: np.ndarray) -> np.ndarray | sources.Images:
+    """``x[idx]`` for an array, a lazy view ``x.subset(idx)`` (nothing loaded) for Images."""
+    return x.subset(idx) if is_lazy(x) else x[idx]
+
+
 def _split(split: Split, size: float | int, seed: int, what: str,
            fix: str = "") -> tuple[Split, Split]:
     """Stratified, seeded split into (rest, held out of ``size``); both keep source order.
+
+    Multi-label targets (N, K) have no single class to stratify on: their split is seeded
+    but not stratified. A lazy ``x`` is split into lazy views.
 
     Args:
         split: the examples to split.
@@ -681,40 +770,44 @@ def _split(split: Split, size: float | int, seed: int, what: str,
     Raises:
         ValueError: naming ``what`` and the class that prevents a stratified split.
     """
-    n, counts = len(split), np.bincount(split.y)
-    classes = np.flatnonzero(counts)
+    n = len(split)
     held = int(size) if isinstance(size, (int, np.integer)) else math.ceil(size * n)
-    rarest = int(classes[np.argmin(counts[classes])])
-    if counts[rarest] < 2:
-        raise ValueError(
-            f"{what}: class {rarest} has only 1 example among the {n} to split, and a "
-            "stratified split needs 2 or more of every class: add examples of it or drop it"
-        )
-    if min(held, n - held) < len(classes):
+    stratify, classes = None, 1
+    if split.y.ndim == 1:
+        stratify, counts = split.y, np.bincount(split.y)
+        present = np.flatnonzero(counts)
+        classes, rarest = len(present), int(present[np.argmin(counts[present])])
+        if counts[rarest] < 2:
+            raise ValueError(
+                f"{what}: class {rarest} has only 1 example among the {n} to split, and a "
+                "stratified split needs 2 or more of every class: add examples of it or drop it"
+            )
+    if min(held, n - held) < classes:
         raise ValueError(
             f"{what}: a stratified split of {n} examples into {n - held} and {held} needs at "
-            f"least one example of each of the {len(classes)} classes on both sides{fix}"
+            f"least one example of each of the {classes} classes on both sides{fix}"
         )
     try:
         rest, held_out = train_test_split(
-            np.arange(n), test_size=size, stratify=split.y, random_state=seed
+            np.arange(n), test_size=size, stratify=stratify, random_state=seed
         )
     except ValueError as e:
         raise ValueError(
-            f"{what}: no stratified split of {n} examples over {len(classes)} classes ({e})"
+            f"{what}: no stratified split of {n} examples over {classes} classes ({e})"
         ) from e
     rest, held_out = np.sort(rest), np.sort(held_out)
-    return Split(split.x[rest], split.y[rest]), Split(split.x[held_out], split.y[held_out])
+    return (Split(_take(split.x, rest), split.y[rest]),
+            Split(_take(split.x, held_out), split.y[held_out]))
 
 
-def _val_size(val_size: object) -> float | int:
-    """``dataset.val_size`` as a fraction in (0, 1) or an int count >= 1.
+def _val_size(val_size: object, field: str = "dataset.val_size") -> float | int:
+    """``dataset.val_size`` (or ``field``) as a fraction in (0, 1) or an int count >= 1.
 
     A whole float >= 1 is a count: the config field is a float (its default is 0.1), so
     ``--config.dataset.val_size=5000`` arrives as 5000.0.
     """
     bad = ValueError(
-        f"dataset.val_size={val_size!r}: expected a fraction in (0, 1) or a whole number "
+        f"{field}={val_size!r}: expected a fraction in (0, 1) or a whole number "
         ">= 1 of training examples (e.g. 0.1 or 5000)"
     )
     if isinstance(val_size, (bool, np.bool_)) or not isinstance(
@@ -740,6 +833,14 @@ def _check_int(field: str, value: object, low: int, high: int | None, meaning: s
         raise ValueError(f"{field}={value!r}: expected an integer {bounds} ({meaning})")
 
 
+def _check_split_fields(val_size: object, seed: object, limit: object) -> float | int:
+    """Checks ``dataset.val_size``, ``limit`` and ``seed`` before any data is read."""
+    parsed = _val_size(val_size)
+    _check_int("dataset.limit", limit, 0, None, "0 = all examples")
+    _check_int("dataset.seed", seed, 0, 2**32, "the split's random state")
+    return parsed
+
+
 def load(
     name: str,
     *,
@@ -747,30 +848,40 @@ def load(
     val_size: float | int = 0.1,
     seed: int = 0,
     limit: int = 0,
+    image_size: tuple[int, int] | tuple[()] = (),
+    color_mode: str = "auto",
+    test_size: float | int = 0.2,
 ) -> Splits:
     """Loads a dataset and splits off a stratified, seeded validation set.
 
     Args:
-        name: ``digits``, ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100`` or ``npz:PATH``.
+        name: ``digits``, ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``,
+            ``npz:PATH``, ``folder:PATH`` or ``tfds:NAME[/CONFIG][:TRAIN_SPLIT[:TEST_SPLIT]]``.
         data_dir: where the official files are (or a tfds data dir); None or "" = the default.
         val_size: fraction in (0, 1), or count in [1, n_train) of train held out for
             validation; a whole float such as 5000.0 counts as 5000.
         seed: seed of the validation split and of ``limit``'s subset.
         limit: if > 0, keep a stratified subset of this many training examples (quick runs).
+        image_size: ``folder:``/``tfds:`` only: (height, width) every image is resized to;
+            () = the first image's size, which every image must then have.
+        color_mode: ``folder:``/``tfds:`` only: ``auto`` (the first image's channels; a
+            gray/colour mix is refused), ``grayscale`` or ``rgb``.
+        test_size: ``folder:`` without ``train/`` and ``test/``, ``tfds:`` without a test
+            split: the stratified test fraction (or count), carved with seed 0.
 
     Returns:
         ``Splits(train, val, test, info)``; train and val are disjoint parts of the source's
-        train split, test is the source's test split.
+        train split, test is the source's test split. ``folder:`` and ``tfds:`` splits hold
+        lazy ``sources.Images``.
 
     Raises:
         ValueError: unknown name, missing files, bad arrays, a test class absent from the
-            train split, or bad ``val_size``/``seed``/``limit``.
+            train split, or bad ``val_size``/``seed``/``limit``/``image_size``/...
     """
-    requested, val_size = val_size, _val_size(val_size)
-    _check_int("dataset.limit", limit, 0, None, "0 = all examples")
-    _check_int("dataset.seed", seed, 0, 2**32, "the split's random state")
+    requested, val_size = val_size, _check_split_fields(val_size, seed, limit)
     if not isinstance(name, str):
         name = repr(name)
+    lazy_options = dict(image_size=image_size, color_mode=color_mode)
     if name == "digits":
         train, test, info = _digits()
     elif name in ("fashion_mnist", "mnist"):
@@ -779,10 +890,22 @@ def load(
         train, test, info = _cifar(name, data_dir)
     elif name.startswith("npz:") and len(name) > 4:
         train, test, info = _npz(name[4:])
+    elif name.startswith("folder:") and len(name) > 7:
+        train, test, info = _lazy_source(name, sources.folder(name[7:], **lazy_options),
+                                         test_size)
+    elif name.startswith("tfds:") and len(name) > 5:
+        source = sources.tfds_source(name[5:], data_dir=data_dir or None, **lazy_options)
+        train, test, info = _lazy_source(name, source, test_size)
     else:
         raise ValueError(f"dataset.name={name!r} is not a dataset; valid names: {', '.join(NAMES)}")
-    # Labels before any split, so that a bad label is blamed, not val_size or limit.
     names = ("y_train", "y_test") if name.startswith("npz:") else ("train split", "test split")
+    return _finish(train, test, info, requested, val_size, seed, limit, names)
+
+
+def _finish(train: Split, test: Split, info: DatasetInfo, requested: object,
+            val_size: float | int, seed: int, limit: int, names: tuple[str, str]) -> Splits:
+    """Checks the classes, then carves validation (and ``limit``'s subset) out of train."""
+    # Labels before any split, so that a bad label is blamed, not val_size or limit.
     _check_classes(f"{info.name} ", (names[0], train.y), {names[1]: test.y}, info.num_classes)
     if isinstance(val_size, int) and val_size >= len(train):
         raise ValueError(
@@ -797,6 +920,34 @@ def load(
         _, train = _split(train, limit, seed, f"dataset.limit={limit!r}",
                           f"; use dataset.limit=0 (all) or >= {info.num_classes}")
     return Splits(train, val, test, info)
+
+
+def _carve_test(train: Split, test_size: object, field: str) -> tuple[Split, Split]:
+    """(train, test): a stratified test split of ``test_size``, seed 0 (module docstring)."""
+    size = _val_size(test_size, field)
+    if isinstance(size, int) and size >= len(train):
+        raise ValueError(f"{field}={test_size!r}: a count must be in [1, {len(train)}) for "
+                         f"the {len(train)} examples")
+    return _split(train, size, 0, f"{field}={test_size!r}",
+                  f"; use a larger or smaller {field} (a fraction in (0, 1) or a count)")
+
+
+def _lazy_source(name: str, source: sources.Source, test_size: object
+                 ) -> tuple[Split, Split, DatasetInfo]:
+    """Checks a lazy source's splits (shapes, labels) and carves its test split if needed."""
+    c = len(source.class_names)
+    pairs = {
+        k: Split(*validate_arrays(x, y, where=f"{name} {k}", num_classes=c,
+                                  min_classes=2 if k == "train" else 1))
+        for k, (x, y) in source.splits.items()
+    }
+    train = pairs["train"]
+    test = pairs.get("test")
+    if test is None:
+        train, test = _carve_test(train, test_size, "dataset.test_size")
+    _check_same_images(f"{name} ", {"train": train.x, "test": test.x})
+    shape = tuple(int(d) for d in train.x.shape[1:])
+    return train, test, DatasetInfo(name, c, shape, source.class_names, source.source)
 
 
 def _check_info(info: object) -> DatasetInfo:
@@ -818,9 +969,10 @@ def _check_info(info: object) -> DatasetInfo:
 def validate_splits(splits: Splits) -> Splits:
     """Checks splits built by hand (``recipes.train.run(splits=...)``) as ``load`` checks its own.
 
-    Each split goes through `validate_arrays` (labels within ``info.num_classes``); then every
-    split must share the train images' shape and dtype convention, and every class of val and
-    test must occur in train (a train class missing from val or test only warns).
+    Each split goes through `validate_arrays` (labels within ``info.num_classes``, a 0/1
+    matrix when ``info.multilabel``; a lazy ``x`` by shape and dtype); then every split must
+    share the train images' shape and dtype convention, and every class of val and test must
+    occur in train (a train class missing from val or test only warns).
 
     Raises:
         ValueError: naming the split and the problem (NaN pixels, labels out of range, ...).
@@ -836,15 +988,17 @@ def validate_splits(splits: Splits) -> Splits:
         split = getattr(splits, k)
         if not isinstance(split, Split):
             raise ValueError(f"splits.{k}: expected a recipes.data.Split(x, y), got {split!r}")
-        if k != "train" and np.size(split.x) == 0 and np.size(split.y) == 0:
+        size = len(split.x) if is_lazy(split.x) else np.size(split.x)
+        if k != "train" and size == 0 and np.size(split.y) == 0:
             out[k] = split  # an empty val or test split is allowed
             continue
         x, y = validate_arrays(split.x, split.y, where=f"splits.{k}",
                                num_classes=info.num_classes,
-                               min_classes=2 if k == "train" else 1)
+                               min_classes=2 if k == "train" else 1,
+                               multilabel=bool(info.multilabel))
         out[k] = split if x is split.x and y is split.y else Split(x, y)
     used = [k for k in ("train", "val", "test") if np.size(out[k].y)]
-    _check_same_images("", {f"splits.{k}": np.asarray(out[k].x) for k in used})
+    _check_same_images("", {f"splits.{k}": out[k].x for k in used})
     shape = tuple(out["train"].x.shape[1:])
     if tuple(info.input_shape) != shape:
         raise ValueError(
@@ -854,3 +1008,141 @@ def validate_splits(splits: Splits) -> Splits:
     _check_classes("", ("splits.train", out["train"].y),
                    {f"splits.{k}": out[k].y for k in used if k != "train"}, info.num_classes)
     return Splits(info=info, **out)
+
+
+USER_FORMS = (
+    "(x_train, y_train), (x_train, y_train, x_test, y_test), (train_ds, test_ds) of "
+    "tf.data.Dataset yielding (x, y), or recipes.data.Splits"
+)
+LABEL_FORMS = (
+    "integer class ids (N,), 0/1 ids (N,) for a binary problem, one-hot (N, C), or a 0/1 "
+    "multi-label matrix (N, K)"
+)
+
+
+def _label_form(y: object, where: str) -> tuple[np.ndarray, bool, int | None]:
+    """``(labels, multilabel, width)`` of one split's labels as the user gave them.
+
+    One-hot rows become ids (width C); other bad forms pass through unchanged for
+    `validate_arrays` to name.
+
+    Raises:
+        ValueError: continuous targets (regression) or a (N, K) matrix that is not 0/1.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number) or y.ndim not in (1, 2):
+        return y, False, None  # validate_arrays names the dtype or the shape
+    if np.issubdtype(y.dtype, np.floating) and not (np.isfinite(y).all()
+                                                    and (y == np.round(y)).all()):
+        bad = y[~(np.isfinite(y) & (y == np.round(y)))].flat[0]
+        raise ValueError(f"{where}: labels hold non-integer values (e.g. {bad:.4g}): "
+                         "regression (continuous targets) is not supported; give "
+                         f"{LABEL_FORMS}")
+    if y.ndim == 1:
+        return y, False, None
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{where}: (N, K) labels hold values other than 0 and 1; give "
+                         f"{LABEL_FORMS}")
+    if len(y) and (y.sum(axis=1) == 1).all():
+        return y.argmax(axis=1).astype(np.int64), False, y.shape[1]
+    return y.astype(np.float32), True, y.shape[1]
+
+
+def _user_labels(labels: dict[str, object], where: str
+                 ) -> tuple[dict[str, np.ndarray], int, bool]:
+    """Each split's labels as ids or a multi-label matrix, the class count and the kind."""
+    forms = {k: _label_form(y, f"{where} {k}") for k, y in labels.items()}
+    kinds = {multilabel for _, multilabel, _ in forms.values()}
+    if len(kinds) > 1:
+        raise ValueError(f"{where}: {', '.join(k for k, f in forms.items() if f[1])} is a "
+                         "multi-label matrix but the other split's labels are not; give both "
+                         "splits the same form")
+    widths = [w for _, _, w in forms.values() if w is not None]
+    if kinds == {True}:
+        if len(set(widths)) > 1:
+            raise ValueError(f"{where}: the splits have {widths} label columns; give both K")
+        return {k: f[0] for k, f in forms.items()}, widths[0], True
+    ids = [f[0] for f in forms.values() if f[0].ndim == 1 and f[0].size
+           and np.issubdtype(f[0].dtype, np.number)]
+    top = [int(min(np.max(y), np.iinfo(np.int64).max)) + 1 for y in ids]
+    c = max([*widths, *top, 2])
+    return {k: f[0] for k, f in forms.items()}, c, False
+
+
+def _user_parts(data: object, name: str) -> tuple[dict[str, tuple[object, object]], str]:
+    """``{"train": (x, y)[, "test": (x, y)]}`` and what the user gave, from any user form."""
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
+        got = f"a {type(data).__name__}" + (f" of {len(data)}" if isinstance(data, (tuple, list))
+                                            else "")
+        raise ValueError(f"{name}: expected {USER_FORMS}; got {got}")
+    datasets = [isinstance(d, tf.data.Dataset) for d in data]
+    if len(data) == 2 and all(datasets):
+        parts = {k: sources.from_dataset(d, f"{name} {k} dataset")
+                 for k, d in zip(("train", "test"), data)}
+        return parts, "tf.data"
+    if any(datasets):
+        raise ValueError(f"{name}: tf.data datasets come as a pair (train_ds, test_ds), each "
+                         f"yielding (x, y); expected {USER_FORMS}")
+    if len(data) == 2:
+        return {"train": (data[0], data[1])}, "arrays"
+    return {"train": (data[0], data[1]), "test": (data[2], data[3])}, "arrays"
+
+
+def _pixels(x: np.ndarray | sources.Images) -> np.ndarray | sources.Images:
+    """The pixel convention: lazy and uint8 stay, other arrays become float32."""
+    return x if is_lazy(x) or x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+
+
+def from_user(data: object, *, val_size: float | int = 0.1, seed: int = 0, limit: int = 0,
+              test_size: float | int = 0.2, name: str = "data") -> Splits:
+    """The user's own data as ``Splits``, through the checks every source goes through.
+
+    Forms: ``(x_train, y_train)`` (a stratified test split of ``test_size`` is carved with
+    seed 0), ``(x_train, y_train, x_test, y_test)``, ``(train_ds, test_ds)`` of
+    ``tf.data.Dataset`` yielding ``(x, y)`` (kept lazy, see ``sources.from_dataset`` for the
+    batching rule; the labels are read in one pass), or ``Splits`` (``validate_splits``).
+    Inputs: images (N, H, W[, C]) or vectors (N, D) (``DatasetInfo.input_shape`` (D,)).
+    Labels: integer ids (N,); one-hot (N, C) (converted to ids); 0/1 ids (N,) (two classes,
+    a binary problem); a 0/1 matrix (N, K) whose rows do not all sum to 1 is multi-label
+    (kept as float32, ``DatasetInfo.multilabel`` True, ``num_classes`` K; its splits are
+    seeded, not stratified). Classes: the one-hot width, else the ids that occur, which must be
+    0..C-1 (as for ``npz:``).
+
+    Args:
+        data: one of the forms above.
+        val_size: validation carved from train (``dataset.val_size``), stratified, seeded.
+        seed: the validation split's (and ``limit``'s) random state.
+        limit: if > 0, keep a stratified subset of this many training examples.
+        test_size: the test fraction (or count) carved from ``(x_train, y_train)``.
+        name: ``DatasetInfo.name``, and the prefix of every message.
+
+    Returns:
+        ``Splits(train, val, test, info)``; a lazy ``x`` stays lazy (views, nothing loaded).
+
+    Raises:
+        ValueError: an unknown form, continuous targets (regression is not supported),
+            bad shapes or values, naming the part and the fix.
+    """
+    if isinstance(data, Splits):
+        return validate_splits(data)
+    requested, parsed = val_size, _check_split_fields(val_size, seed, limit)
+    parts, given = _user_parts(data, name)
+    labels, c, multilabel = _user_labels({f"y_{k}": y for k, (_, y) in parts.items()}, name)
+    splits = {}
+    for k, (x, _) in parts.items():
+        x, y = validate_arrays(x, labels[f"y_{k}"], where=f"{name} x_{k}/y_{k}", num_classes=c,
+                               min_classes=2 if k == "train" else 1, multilabel=multilabel)
+        splits[k] = Split(_pixels(x), y)
+    one_hot = any(np.ndim(y) == 2 and np.shape(y)[1] > 1 for _, y in parts.values())
+    if not multilabel and not one_hot:  # one-hot: its width is C, a class may be absent
+        c = _dense_classes(f"{name} ", splits["train"].y,
+                           splits["test"].y if "test" in splits else splits["train"].y[:0])
+    train, test = splits["train"], splits.get("test")
+    if test is None:
+        train, test = _carve_test(train, test_size, "test_size")
+    _check_same_images(f"{name} ", {"x_train": train.x, "x_test": test.x})
+    shape = tuple(int(d) for d in train.x.shape[1:])
+    info = DatasetInfo(name, c, shape, tuple(map(str, range(c))), f"user {given}", multilabel)
+    return _finish(train, test, info, requested, parsed, seed, limit, ("y_train", "y_test"))

@@ -36,6 +36,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from recipes import tasks
+
 __all__ = ["Distiller"]
 
 
@@ -96,8 +98,8 @@ class Distiller(keras.Model):
 
     def _teacher_log_probs(self, x: Any) -> Any:
         """Log of the soft target: log softmax(t / T), or log mean_i softmax(t_i / T)."""
-        logs = [ops.log_softmax(ops.cast(t(x, training=False), "float32") / self.temperature,
-                                axis=-1) for t in self.teachers]
+        logs = [ops.log_softmax(_logits(t, t(x, training=False)) / self.temperature, axis=-1)
+                for t in self.teachers]
         if len(logs) == 1:
             return ops.stop_gradient(logs[0])
         # log mean_i p_i = logsumexp_i(log p_i) − log k, stably.
@@ -120,7 +122,7 @@ class Distiller(keras.Model):
             The scalar loss, plus the student's regularization losses.
         """
         del training
-        logits = ops.cast(y_pred, "float32")
+        logits = _logits(self.student, y_pred)
         hard = keras.losses.categorical_crossentropy(ops.cast(y, "float32"), logits,
                                                      from_logits=True)
         if self.alpha < 1.0:
@@ -156,3 +158,15 @@ class Distiller(keras.Model):
         teacher = [keras.saving.deserialize_keras_object(t) for t in config.pop("teacher")]
         student = keras.saving.deserialize_keras_object(config.pop("student"))
         return cls(teacher if len(teacher) > 1 else teacher[0], student, **config)
+
+
+def _logits(model: keras.Model, outputs: Any) -> Any:
+    """A model's outputs as logits: log p for a softmax last layer.
+
+    log p equals the logits up to a constant per example, which every softmax, at any
+    temperature, cancels.
+    """
+    outputs = ops.cast(outputs, "float32")
+    if tasks.output_activation(model) == "softmax":
+        return ops.log(ops.clip(outputs, 1e-7, 1.0))
+    return outputs

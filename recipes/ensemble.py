@@ -8,7 +8,9 @@ Hutter 2017, SGDR) anneals to a minimum at the end of every cycle, a snapshot is
 (``SnapshotSaver``), and the snapshots are averaged like independent models
 (``load_snapshots`` + ``predict``).
 
-Members output logits; the ensemble averages their softmax probabilities (not the logits).
+Members output logits or probabilities (a softmax last layer, read by
+``recipes.tasks.output_activation``; one sigmoid unit counts as two classes); the ensemble
+averages their probabilities (not the logits).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from recipes import io
+from recipes import io, tasks
 
 __all__ = ["SnapshotSaver", "evaluate", "load_snapshots", "member_probabilities", "predict",
            "snapshot_paths"]
@@ -35,6 +37,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _probabilities(model: keras.Model, out: np.ndarray) -> np.ndarray:
+    """One member's outputs as class probabilities (n, C), whatever its last layer does."""
+    out = np.asarray(out)
+    act = tasks.output_activation(model)
+    if out.shape[-1] == 1:  # one sigmoid unit: P(1) = sigmoid(z), two classes
+        p = out[:, 0] if act == "sigmoid" else 1.0 / (1.0 + np.exp(-out[:, 0]))
+        return np.stack([1.0 - p, p], axis=-1).astype(np.float32)
+    return out.astype(np.float32) if act == "softmax" else _softmax(out)
 
 
 def _check_members(models: Sequence[keras.Model]) -> list[keras.Model]:
@@ -72,7 +84,7 @@ def member_probabilities(models: Sequence[keras.Model], x: Any, *,
         ValueError: no models, or members with different numbers of classes.
     """
     models = _check_members(models)
-    probs = [_softmax(np.asarray(m.predict(x, batch_size=batch_size, verbose=0)))
+    probs = [_probabilities(m, m.predict(x, batch_size=batch_size, verbose=0))
              for m in models]
     shapes = {p.shape for p in probs}
     if len(shapes) > 1:

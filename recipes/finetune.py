@@ -352,7 +352,8 @@ def class_subset(
         index = np.flatnonzero(lookup[split.y] >= 0)
         if 0 < limit < len(index):
             index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
-        return data.Split(split.x[index], lookup[split.y[index]])
+        x = split.x.subset(index) if data.is_lazy(split.x) else split.x[index]  # never loaded
+        return data.Split(x, lookup[split.y[index]])
 
     names = tuple(splits.info.class_names[c] for c in classes)
     info = dataclasses.replace(splits.info, name=f"{splits.info.name}{classes}",
@@ -376,6 +377,9 @@ def _splits_and_config(
 ) -> tuple[data.Splits, ml_collections.ConfigDict]:
     if isinstance(data_or_config, data.Splits):
         return data_or_config, configs.complete(config)
+    if isinstance(data_or_config, (tuple, list)):  # the user's arrays or tf.data datasets
+        cfg = configs.complete(config)
+        return prepare.load_splits(cfg, data_or_config), cfg
     if config is not None:
         raise ValueError("config= is for Splits data only; with a config tree as the second "
                          "argument put every field in that tree")
@@ -491,7 +495,9 @@ def run(
     Args:
         base: a ``keras.Model``, a ``.keras`` file or ``recipes.train.run`` workdir, or a
             ``keras.applications`` name (with ``weights``); see :func:`load_base`.
-        splits_or_config: the new data as ``recipes.data.Splits``, or a config tree
+        splits_or_config: the new data as ``recipes.data.Splits`` or in any form
+            ``recipes.data.from_user`` takes (``(x, y, x_test, y_test)``, a pair of
+            ``tf.data`` datasets; then ``config=`` may give the tree), or a config tree
             (dict/ConfigDict) whose ``dataset`` branch picks it (``optimizer``, ``loss``,
             ``augment`` and ``train`` are read from the same tree).
         mode: ``feature_extractor`` (train the head only) or ``finetune`` (head, then body).

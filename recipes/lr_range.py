@@ -216,8 +216,8 @@ def default_lrs(config: Any) -> list[float]:
 
 
 def run(config: Any, *, splits: data.Splits | None = None, lrs: Sequence[float] | None = None,
-        epochs: float | None = None, l2: float = RANGE_L2, verbose: bool = False
-        ) -> LRRangeResult:
+        epochs: float | None = None, l2: float = RANGE_L2, verbose: bool = False,
+        model: Any = None, data: Any = None) -> LRRangeResult:
     """Short trainings at learning rates spanning decades, each classified; the range to search.
 
     Lecture 6: "small regularization, a few epochs, learning rates 1e-6 … 1e6". Every run
@@ -233,11 +233,15 @@ def run(config: Any, *, splits: data.Splits | None = None, lrs: Sequence[float] 
             ``babysit.lr_epochs``).
         l2: the small L2 strength of the runs (``model.l2``); dropout stays as configured.
         verbose: print one line per learning rate.
+        model: the user's network (see ``recipes.prepare.prepare``); every run starts from
+            the same fresh copy of it.
+        data: the user's data (``recipes.data.from_user``'s forms); default ``splits``.
 
     Returns:
         An :class:`LRRangeResult`; ``range`` follows :func:`recommend`.
     """
-    s = sanity.setup(config, splits, {"model.l1": 0.0, "model.l2": float(l2)})
+    s = sanity.setup(config, data if data is not None else splits,
+                     {"model.l1": 0.0, "model.l2": float(l2)}, model=model)
     cfg = s.config
     lrs = [float(v) for v in (default_lrs(cfg) if lrs is None else lrs)]
     n_epochs = float(cfg.babysit.lr_epochs if epochs is None else epochs)
@@ -261,8 +265,8 @@ def run(config: Any, *, splits: data.Splits | None = None, lrs: Sequence[float] 
                   shuffle=False)
         label, reason = explain(rec.losses, initial, ref.losses)
         final = _end(np.asarray(rec.losses)) if not rec.stopped else rec.losses[-1]
-        acc = (float(model.evaluate(val_ds, verbose=0)[1]) if math.isfinite(rec.losses[-1])
-               else math.nan)
+        acc = (float(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+               if math.isfinite(rec.losses[-1]) else math.nan)
         labels.append(label)
         reasons.append(reason)
         finals.append(float(final))
@@ -364,7 +368,7 @@ class _ExponentialLR(keras.callbacks.Callback):
 
 def find(config: Any, *, splits: data.Splits | None = None, start: float = 1e-7,
          end: float = 10.0, steps: int = 100, beta: float = 0.98, stop_factor: float = 4.0,
-         l2: float = RANGE_L2) -> LRFinderResult:
+         l2: float = RANGE_L2, model: Any = None, data: Any = None) -> LRFinderResult:
     """One run with an exponentially growing learning rate (the lr finder).
 
     Smith 2017, "Cyclical Learning Rates for Training Neural Networks", §3.3 (the "LR range
@@ -382,13 +386,16 @@ def find(config: Any, *, splits: data.Splits | None = None, start: float = 1e-7,
         beta: smoothing of the loss.
         stop_factor: stop once the smoothed loss exceeds this times its minimum.
         l2: small L2 strength, as in :func:`run`.
+        model: the user's network, as in :func:`run`.
+        data: the user's data, as in :func:`run`.
 
     Returns:
         An :class:`LRFinderResult`.
     """
     if not 0 < start < end:
         raise ValueError(f"find: need 0 < start < end, got start={start!r}, end={end!r}")
-    s = sanity.setup(config, splits, {"model.l1": 0.0, "model.l2": float(l2)})
+    s = sanity.setup(config, data if data is not None else splits,
+                     {"model.l1": 0.0, "model.l2": float(l2)}, model=model)
     model = s.model(learning_rate=start)
     rec = BatchLossRecorder()
     sweep = _ExponentialLR(start, end, int(steps), rec, beta, stop_factor)

@@ -12,8 +12,19 @@ Training::
       -> prefetch
 
 Evaluation: batch -> map: to_float, center crop to ``augment.crop_size``, preprocess, one-hot
--> cache -> prefetch. Labels are always one-hot float32 (MixUp/CutMix soft labels, label
-smoothing and the SVM loss share one format; metrics use CategoricalAccuracy).
+-> cache -> prefetch. Labels are one-hot float32 by default (MixUp/CutMix soft labels, label
+smoothing and the SVM loss share one format; metrics use CategoricalAccuracy); ``label_form``
+gives int32 ids (``sparse``), a (B, 1) 0/1 column (``binary``, one sigmoid output) or the
+(B, K) 0/1 matrix of a multi-label problem (``multilabel``).
+
+Lazy inputs (``recipes.sources.Images``: ``folder:``, ``tfds:``, a user's ``tf.data``) are
+never materialised: batches come from ``x.dataset(...)`` zipped with the labels. Files are
+read in an index order shuffled per epoch exactly as arrays are (``EpochSeed``, keyed by
+(seed, epoch)); a stream, which cannot be reordered, is shuffled within consecutive blocks
+(a bounded buffer: ``sources.shuffle_buffer``, min(N, 10,000, 256 MiB of examples); not a
+perfect shuffle when smaller than N) keyed by (seed, epoch) as well. Evaluation reads in a
+fixed order without ``cache`` (a cache would hold every example). Vectors (N, D) get no image
+augmentation (only ``augment.noise_std``); the preprocessor still applies.
 
 Why the random map is sequential: Keras' random layers keep their seed state in a variable
 that every call advances. Calls that run in parallel advance it in a racy order, so the same
@@ -35,11 +46,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes import preprocessing
+from recipes import preprocessing, sources
 from recipes.preprocessing import Preprocessor
 
 AUTOTUNE = tf.data.AUTOTUNE
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+LABEL_FORMS = ("onehot", "sparse", "binary", "multilabel")
+# Augmentations that only mean something for images (all but augment.noise_std).
+IMAGE_AUGMENTATIONS = ("crop_padding", "crop_size", "flip", "rotation", "translation", "shear",
+                       "zoom", "color_jitter", "randaugment", "erasing", "mixup", "cutmix")
 
 # Fixed seed slot per random layer, so switching one augmentation on or off does not change
 # the random stream of the others.
@@ -316,16 +331,20 @@ def output_shape(
 
     Args:
         config: The full config tree.
-        image_shape: (H, W, C) of the dataset's images.
+        image_shape: (H, W, C) of the dataset's images, or (D,) of its vectors.
         preprocessor: The fitted preprocessor, if any.
 
     Returns:
-        ``(crop_h, crop_w, C)``, or the preprocessor's output for that shape (``(k,)`` PCA).
+        ``(crop_h, crop_w, C)``, or the preprocessor's output for that shape (``(k,)`` PCA);
+        for vectors ``(D,)`` or the preprocessor's output.
 
     Raises:
         ValueError: If ``augment.crop_size`` crops images whose per-pixel preprocessor
             (mean_image, pca, zca) was fitted at the full size.
     """
+    if len(tuple(image_shape)) == 1:
+        shape = (int(tuple(image_shape)[0]),)
+        return shape if preprocessor is None else preprocessor.output_shape_for(shape)
     image_shape = _image_shape(image_shape)
     shape = (*_crop_hw(config, image_shape), image_shape[2])
     if preprocessor is None:
@@ -341,12 +360,23 @@ def steps_per_epoch(n: int, config: Any) -> int:
 # --- the pipeline ------------------------------------------------------------------------
 
 
-def _labels(y: np.ndarray, n: int, num_classes: int) -> np.ndarray:
-    """Class ids (N,) (or already one-hot / soft labels (N, num_classes)), validated."""
+def _labels(y: np.ndarray, n: int, num_classes: int, label_form: str = "onehot") -> np.ndarray:
+    """Class ids (N,) (or already one-hot / soft labels (N, num_classes)), validated.
+
+    With ``label_form="multilabel"`` the 0/1 matrix (N, num_classes) itself.
+    """
     y = np.asarray(y)
     if len(y) != n:
         raise ValueError(f"x has {n} examples but y has {len(y)}.")
+    if label_form == "multilabel":
+        if y.ndim != 2 or y.shape[1] != num_classes:
+            raise ValueError(f"label_form='multilabel' needs a 0/1 matrix (N, {num_classes}); "
+                             f"got {y.dtype} {y.shape}.")
+        return y.astype(np.float32)
     if y.ndim == 2 and y.shape[1] == num_classes:
+        if label_form != "onehot":
+            raise ValueError(f"label_form={label_form!r} needs integer class ids (N,); got "
+                             f"{y.dtype} {y.shape} (one-hot or soft labels need 'onehot').")
         return y.astype(np.float32)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
@@ -362,6 +392,76 @@ def _one_hot(y: tf.Tensor, num_classes: int) -> tf.Tensor:
     if y.dtype.is_integer:
         return tf.one_hot(y, num_classes, dtype=tf.float32)
     return tf.cast(y, tf.float32)
+
+
+def _targets(y: tf.Tensor, num_classes: int, label_form: str) -> tf.Tensor:
+    """A batch of labels in ``label_form`` (see the module docstring)."""
+    if label_form == "onehot":
+        return _one_hot(y, num_classes)
+    if label_form == "sparse":
+        return y  # int32 ids (B,)
+    if label_form == "binary":
+        return tf.cast(y, tf.float32)[:, None]  # (B, 1): one sigmoid output
+    return tf.cast(y, tf.float32)  # multilabel (B, K)
+
+
+def _check_label_form(config: Any, label_form: str, num_classes: int) -> None:
+    """A known ``label_form`` that fits the classes and the mixing augmentations."""
+    if label_form not in LABEL_FORMS:
+        raise ValueError(f"label_form={label_form!r} is unknown; use one of "
+                         f"{', '.join(LABEL_FORMS)}.")
+    if label_form == "binary" and num_classes != 2:
+        raise ValueError(f"label_form='binary' needs 2 classes (ids 0/1), got "
+                         f"num_classes={num_classes}; use 'onehot' or 'sparse'.")
+    if label_form == "sparse":
+        for name in ("mixup", "cutmix"):
+            if config.augment.get(name, 0):
+                raise ValueError(
+                    f"augment.{name}={config.augment[name]!r} mixes the labels of two "
+                    "examples, which needs one-hot targets, but label_form='sparse' gives "
+                    f"class ids; set augment.{name}=0, or use label_form='onehot'.")
+
+
+def _check_vector_augment(config: Any, shape: tuple[int, ...]) -> None:
+    """Vectors take no image augmentation: any one set is a ValueError naming it."""
+    a = config.augment
+    for name in IMAGE_AUGMENTATIONS:
+        value = a.get(name, "none" if name == "flip" else 0)
+        if value not in ("none", 0, 0.0, None):
+            off = "'none'" if name == "flip" else "0"
+            raise ValueError(
+                f"augment.{name}={value!r} needs images, but the inputs are {shape} vectors; "
+                f"set augment.{name}={off} (augment.noise_std is the one that applies).")
+    _number(config, "noise_std")
+
+
+def _vector_layers(config: Any, seed: int | None) -> list[keras.layers.Layer]:
+    """The one augmentation that vectors take: ``augment.noise_std`` (GaussianNoise)."""
+    if not config.augment.get("noise_std", 0):
+        return []
+    s = _seeds(config.train.seed if seed is None else seed)[_SLOTS["noise_std"]]
+    return [keras.layers.GaussianNoise(config.augment.noise_std, seed=s, dtype="float32")]
+
+
+def _block_shuffle(pairs: tf.data.Dataset, block: int, key: tf.Tensor) -> tf.data.Dataset:
+    """A stream shuffled within consecutive blocks of ``block`` examples (a bounded buffer).
+
+    Each block is permuted by a stateless shuffle keyed by (``key``, block number); the
+    blocks keep their stream order, so it is a perfect shuffle only when N fits one block
+    (``sources.shuffle_buffer``: min(N, 10,000, 256 MiB of examples); a block and its
+    permuted copy are in memory at once). Written by hand rather than ``Dataset.shuffle``:
+    that one's seed must be a Python int (TF's ``get_seed`` refuses a tensor under a global
+    seed of 0), so its order would depend on how many epochs this process has run, and a
+    resumed run would see other data.
+    """
+    def permute(number, batch):
+        idx = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(batch[1])[0]),
+            seed=tf.random.experimental.stateless_fold_in(key, number))
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
+            lambda t: tf.gather(t, idx), batch))
+
+    return pairs.batch(block).enumerate().flat_map(permute)
 
 
 class EpochSeed(keras.callbacks.Callback):
@@ -395,9 +495,11 @@ class EpochSeed(keras.callbacks.Callback):
                 for generator in getattr(sub, "_seed_generators", []):
                     self._generators.append((generator, np.array(generator.state.numpy())))
 
-    def batches(self, x: np.ndarray, labels: np.ndarray, batch: int, *, shuffle: bool,
-                seed: int) -> tf.data.Dataset:
+    def batches(self, x: np.ndarray | sources.Images, labels: np.ndarray, batch: int, *,
+                shuffle: bool, seed: int) -> tf.data.Dataset:
         """Batches of ``(images, labels)`` in an order that depends on (seed, epoch) only."""
+        if sources.is_lazy(x):
+            return self._lazy_batches(x, labels, batch, shuffle=shuffle, seed=seed)
         n = len(x)
         with tf.init_scope():
             x_t, y_t = tf.constant(x), tf.constant(labels)
@@ -419,6 +521,33 @@ class EpochSeed(keras.callbacks.Callback):
         return ds.map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)),
                       num_parallel_calls=AUTOTUNE, deterministic=True)
 
+    def _lazy_batches(self, x: sources.Images, labels: np.ndarray, batch: int, *,
+                      shuffle: bool, seed: int) -> tf.data.Dataset:
+        """`batches` of lazy ``x``, read as the epoch comes, never all in memory.
+
+        Random-access ``x`` (files) is read in the index order `batches` uses for arrays;
+        a stream goes through `_block_shuffle`, keyed by (seed, epoch) too.
+        """
+        n, buffer = len(x), sources.shuffle_buffer(x)
+        with tf.init_scope():
+            y_t = tf.constant(labels)
+            seed_t = tf.constant(int(seed), tf.int64)
+
+        def examples(_):
+            epoch = self.epoch.assign_add(1) - 1  # as in `batches`: one epoch per iterator
+            key = tf.stack([seed_t, epoch])
+            if x.random_access:
+                idx = tf.range(n, dtype=tf.int64)
+                if shuffle:
+                    idx = tf.random.experimental.stateless_shuffle(idx, seed=key)
+                targets = tf.data.Dataset.from_tensor_slices(tf.gather(y_t, idx))
+                return tf.data.Dataset.zip((x.dataset(order=idx), targets))
+            pairs = tf.data.Dataset.zip((x.dataset(), tf.data.Dataset.from_tensor_slices(y_t)))
+            return _block_shuffle(pairs, buffer, key) if shuffle else pairs
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(examples).batch(batch)
+        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch)))
+
     def set_epoch(self, epoch: int) -> None:
         """Points the pipeline at epoch ``epoch`` (0-based)."""
         self.epoch.assign(epoch)
@@ -432,7 +561,7 @@ class EpochSeed(keras.callbacks.Callback):
 
 
 def make(
-    x: np.ndarray,
+    x: np.ndarray | sources.Images,
     y: np.ndarray,
     config: Any,
     *,
@@ -441,42 +570,52 @@ def make(
     preprocessor: Preprocessor | None = None,
     seed: int | None = None,
     epoch_seed: EpochSeed | None = None,
+    label_form: str = "onehot",
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split.
 
     Args:
-        x: NHWC images, uint8 or float32 in [0, 1].
-        y: Integer class ids (N,), or one-hot / soft labels (N, num_classes).
+        x: NHWC images, uint8 or float32 in [0, 1], or (N, D) vectors; an array or lazy
+            ``sources.Images`` (streamed, never materialised).
+        y: Integer class ids (N,), or one-hot / soft labels (N, num_classes); with
+            ``label_form="multilabel"`` a 0/1 matrix (N, num_classes).
         config: The full config tree (``augment.*``, ``train.batch_size``,
             ``train.full_batch``, ``train.shuffle``, ``train.seed``).
         training: Shuffle and augment (True), or a fixed-order evaluation pipeline (False).
-        num_classes: Depth of the one-hot labels.
+        num_classes: Depth of the one-hot labels (K labels for ``multilabel``).
         preprocessor: Fitted on the training images; applied to every batch.
         seed: Seed for shuffling and augmentation (default ``config.train.seed``).
         epoch_seed: For training: makes epoch ``e``'s order and augmentation a function of
             ``(seed, e)`` alone, so a run resumed at epoch ``e`` sees the same data as an
             uninterrupted one; pass the same object to ``fit`` as a callback. Without it,
-            ``Dataset.shuffle`` reshuffles on every iteration of this dataset object.
+            ``Dataset.shuffle`` reshuffles on every iteration of this dataset object (lazy
+            ``x``: a private ``EpochSeed`` advances with every iteration).
+        label_form: ``onehot`` (float32 (B, C), the default), ``sparse`` (int32 ids (B,);
+            MixUp/CutMix refused), ``binary`` (float32 (B, 1) of 0/1 ids, for one sigmoid
+            output) or ``multilabel`` (float32 (B, K) of the 0/1 matrix ``y``).
 
     Returns:
-        A dataset of ``(images float32, one-hot labels float32)`` batches. With the same
-        seed two pipelines yield identical batches, epoch after epoch.
+        A dataset of ``(inputs float32, labels)`` batches. With the same seed two pipelines
+        yield identical batches, epoch after epoch.
 
     Raises:
         ValueError: On a config field out of range or inconsistent with the data.
     """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be a NHWC batch of images, got shape {x.shape}.")
-    n, image_shape = len(x), _image_shape(x.shape[1:])
-    labels = _labels(y, n, num_classes)
+    x = x if sources.is_lazy(x) else np.asarray(x)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be a NHWC batch of images or (N, D) vectors, got shape "
+                         f"{x.shape}.")
+    n, shape = len(x), tuple(int(d) for d in x.shape[1:])
+    labels = _labels(y, n, num_classes, label_form)
+    _check_label_form(config, label_form, num_classes)
+    if len(shape) == 1:
+        _check_vector_augment(config, shape)
     seed = config.train.seed if seed is None else seed
     batch = _batch_size(n, config, training=training)
-    output_shape(config, image_shape, preprocessor)  # validates crop vs preprocessor
-    crop = _crop_hw(config, image_shape)
+    output_shape(config, shape, preprocessor)  # validates crop vs preprocessor
 
     def to_float(images, targets):
-        return preprocessing.to_float(images), _one_hot(targets, num_classes)
+        return preprocessing.to_float(images), _targets(targets, num_classes, label_form)
 
     def preprocess(images, targets):
         if preprocessor is not None:
@@ -484,10 +623,11 @@ def make(
         return tf.cast(images, tf.float32), targets
 
     if training:
-        ds = _training_batches(x, labels, config, image_shape, batch, seed, epoch_seed,
+        ds = _training_batches(x, labels, config, shape, batch, seed, epoch_seed,
                                (to_float, preprocess))
     else:
-        ds = _evaluation_batches(x, labels, crop, image_shape, batch, (to_float, preprocess))
+        crop = _crop_hw(config, shape) if len(shape) == 3 else None
+        ds = _evaluation_batches(x, labels, crop, shape, batch, (to_float, preprocess))
     options = tf.data.Options()
     options.deterministic = True
     return ds.prefetch(AUTOTUNE).with_options(options)
@@ -496,13 +636,16 @@ def make(
 _PARALLEL = {"num_parallel_calls": AUTOTUNE, "deterministic": True}
 
 
-def _training_batches(x: np.ndarray, labels: np.ndarray, config: Any, image_shape: tuple,
-                      batch: int, seed: int, epoch_seed: EpochSeed | None,
+def _training_batches(x: np.ndarray | sources.Images, labels: np.ndarray, config: Any,
+                      image_shape: tuple, batch: int, seed: int, epoch_seed: EpochSeed | None,
                       steps: tuple[Callable, Callable]) -> tf.data.Dataset:
     """Shuffled batches, as floats, augmented (sequentially), then preprocessed."""
     to_float, preprocess = steps
-    image_layers = augmentation_layers(config, image_shape, seed)
-    mix_layers = mixing_layers(config, seed)
+    if len(image_shape) == 3:
+        image_layers = augmentation_layers(config, image_shape, seed)
+        mix_layers = mixing_layers(config, seed)
+    else:  # vectors: `make` has refused every image augmentation
+        image_layers, mix_layers = _vector_layers(config, seed), []
 
     def augment(images, targets):
         for layer in image_layers:
@@ -516,6 +659,8 @@ def _training_batches(x: np.ndarray, labels: np.ndarray, config: Any, image_shap
     if epoch_seed is not None:
         epoch_seed.watch(image_layers + mix_layers)
         ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed)
+    elif sources.is_lazy(x):  # no cache + shuffle(N) of everything: an epoch order instead
+        ds = EpochSeed().batches(x, labels, batch, shuffle=shuffle, seed=seed)
     else:
         ds = tf.data.Dataset.from_tensor_slices((x, labels)).cache()
         if shuffle:
@@ -527,12 +672,17 @@ def _training_batches(x: np.ndarray, labels: np.ndarray, config: Any, image_shap
     return ds.map(preprocess, **_PARALLEL)
 
 
-def _evaluation_batches(x: np.ndarray, labels: np.ndarray, crop: tuple, image_shape: tuple,
-                        batch: int, steps: tuple[Callable, Callable]) -> tf.data.Dataset:
-    """Fixed-order batches, as floats, centre-cropped to the training crop, preprocessed."""
+def _evaluation_batches(x: np.ndarray | sources.Images, labels: np.ndarray,
+                        crop: tuple | None, image_shape: tuple, batch: int,
+                        steps: tuple[Callable, Callable]) -> tf.data.Dataset:
+    """Fixed-order batches, as floats, centre-cropped to the training crop, preprocessed.
+
+    ``crop`` None (vectors) or the image size crops nothing.
+    """
     to_float, preprocess = steps
-    center = None if crop == image_shape[:2] else keras.layers.CenterCrop(*crop,
-                                                                          dtype="float32")
+    center = None
+    if crop is not None and crop != image_shape[:2]:
+        center = keras.layers.CenterCrop(*crop, dtype="float32")
 
     def evaluate(images, targets):
         images, targets = to_float(images, targets)
@@ -540,5 +690,8 @@ def _evaluation_batches(x: np.ndarray, labels: np.ndarray, crop: tuple, image_sh
             images = center(images)
         return preprocess(images, targets)
 
+    if sources.is_lazy(x):  # no cache: it would end up holding every example
+        pairs = tf.data.Dataset.zip((x.dataset(), tf.data.Dataset.from_tensor_slices(labels)))
+        return pairs.batch(batch).map(evaluate, **_PARALLEL)
     ds = tf.data.Dataset.from_tensor_slices((x, labels))
     return ds.batch(batch).map(evaluate, **_PARALLEL).cache()

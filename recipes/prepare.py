@@ -9,22 +9,31 @@ strategy (:func:`strategy`), with the seeds and op determinism set
 (:func:`set_op_determinism`). :func:`prepare` does all of it and checks the result — a
 forward pass, the monitors' applicability — before any caller writes a file.
 
+The user's own model enters here too (``model=``): a ``keras.Model`` is copied with fresh
+weights by ``keras.models.clone_model`` for every run, a function is called again; what it
+was compiled with (loss, optimizer class, metrics) is kept for every field the config does
+not name (:func:`resolve`), and :mod:`recipes.tasks` reads the outputs' form from the labels,
+the last layer and the loss. ``data=`` takes arrays, a pair of ``tf.data`` datasets or
+``Splits`` (``recipes.data.from_user``).
+
 Layer 4: imports the building blocks and the callbacks' checks, never a run or procedure.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
 import models
 from models import heads
+from models import inspect as models_inspect
 from recipes import (
     configs,
     data,
@@ -34,6 +43,7 @@ from recipes import (
     pipeline,
     preprocessing,
     schedules,
+    tasks,
     tta,
 )
 
@@ -51,19 +61,156 @@ class Prepared:
     steps_per_epoch: int
     strategy: tf.distribute.Strategy
     epoch_seed: pipeline.EpochSeed  # a callback for fit: epoch e's data depends on e alone
+    task: tasks.Task | None = None  # what the outputs and the targets look like
+    source: ModelSource | None = None  # where fresh copies of the model come from
+    compiled: dict | None = None  # the user's compile config (keras Model.get_compile_config)
+    origins: dict = dataclasses.field(default_factory=dict)  # what came from the model
+
+    def dataset(self, x: Any, y: Any, *, training: bool, **kw: Any) -> tf.data.Dataset:
+        """The config's pipeline over ``(x, y)``, with targets in the loss's form."""
+        return pipeline.make(x, y, self.config, training=training,
+                             num_classes=self.splits.info.num_classes,
+                             preprocessor=self.preprocessor, label_form=self.task.label_form,
+                             **kw)
+
+    def fresh_model(self, cfg: ml_collections.ConfigDict | None = None, *,
+                    learning_rate: Any = None) -> keras.Model:
+        """A new, seeded copy of the model (fresh weights), compiled as this run compiles."""
+        cfg = cfg or self.config
+        keras.utils.set_random_seed(cfg.train.seed)  # the same init for every copy
+        shape = pipeline.output_shape(cfg, self.splits.info.input_shape, self.preprocessor)
+        model, _ = self.source.build(cfg, shape, self.splits.info.num_classes)
+        init_prior_bias(model, cfg, self.source, self.splits)
+        return compile_model(model, cfg, num_classes=self.splits.info.num_classes,
+                             task=self.task, compiled=self.compiled,
+                             learning_rate=learning_rate, steps_per_epoch=self.steps_per_epoch)
 
 
-def load_splits(cfg: ml_collections.ConfigDict, splits: data.Splits | None = None
-                ) -> data.Splits:
-    """``splits`` checked (``data.validate_splits``) if given, else ``cfg.dataset``'s data."""
-    if splits is not None:
-        return data.validate_splits(splits)
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where a run's models come from: the config (``models.build``), or the user.
+
+    ``kind`` is ``config`` (``model.arch``: built in, registered, or "module:function"),
+    ``model`` (a ``keras.Model``: every build is ``keras.models.clone_model`` of it, so its
+    own weights are never touched) or ``function`` (called again for every build).
+    """
+
+    kind: str
+    given: Any = None
+
+    def build(self, cfg: ml_collections.ConfigDict, input_shape: tuple, num_classes: int
+              ) -> tuple[keras.Model, dict | None]:
+        """A fresh model and its compile config (None when it is not compiled).
+
+        Raises:
+            ValueError: the copy or the call fails, or it returns no ``keras.Model``.
+        """
+        if self.kind == "config":
+            model = models.build(cfg.model, input_shape, num_classes)
+        elif self.kind == "model":
+            try:
+                model = keras.models.clone_model(self.given)
+            except Exception as e:  # noqa: BLE001 - subclassed or unserializable layers
+                raise ValueError(
+                    f"model: keras.models.clone_model cannot copy {self.given.name!r} "
+                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); pass a function "
+                    "that builds it instead, e.g. model=make_model") from None
+            return model, _compile_config(self.given)
+        else:
+            model = _call_builder(self.given, cfg, input_shape, num_classes)
+        return model, _compile_config(model)
+
+    def describe(self, cfg: ml_collections.ConfigDict) -> str:
+        """Where the model came from, in words (for ``config.json``'s origins)."""
+        if self.kind == "model":
+            return (f"keras.Model {self.given.name!r} given to the run; every run gets a copy "
+                    "with fresh weights (keras.models.clone_model)")
+        if self.kind == "function":
+            name = getattr(self.given, "__qualname__", type(self.given).__name__)
+            return f"function {name} given to the run, called again for fresh weights"
+        return f"model.arch={cfg.model.arch}"
+
+    def is_users(self, cfg: ml_collections.ConfigDict) -> bool:
+        """Whether the network is the user's: ``model.*`` knobs but kwargs do not apply."""
+        return self.kind != "config" or models.is_user_arch(cfg.model.arch)
+
+
+def model_source(model: Any) -> ModelSource:
+    """``model=`` as a ModelSource: None (the config's), a ``keras.Model``, or a function.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if model is None:
+        return ModelSource("config")
+    if isinstance(model, keras.Model):
+        return ModelSource("model", model)
+    if callable(model):
+        return ModelSource("function", model)
+    raise ValueError(f"model: expected a keras.Model, a function returning one, or None; got "
+                     f"{type(model).__name__}")
+
+
+def _call_builder(fn: Callable, cfg: ml_collections.ConfigDict, input_shape: tuple,
+                  num_classes: int) -> keras.Model:
+    """Calls a user's model function: ``fn()`` or ``fn(model_cfg, input_shape, num_classes)``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                      and p.default is p.empty]
+    except (TypeError, ValueError):
+        positional = []
+    name = getattr(fn, "__qualname__", type(fn).__name__)
+    try:
+        if positional:
+            kwargs = dict(cfg.model.kwargs.to_dict()) if "kwargs" in cfg.model else {}
+            out = fn(cfg.model, tuple(input_shape), num_classes, **kwargs)
+        else:
+            out = fn()
+    except Exception as e:  # noqa: BLE001 - the user's code
+        raise ValueError(f"model: {name}() raised {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]}") from None
+    if not isinstance(out, keras.Model):
+        raise ValueError(f"model: {name}() returned a {type(out).__name__}; a model function "
+                         "must return a keras.Model")
+    return out
+
+
+def _compile_config(model: keras.Model) -> dict | None:
+    """What ``model`` was compiled with (Keras's ``get_compile_config``), or None."""
+    if not getattr(model, "compiled", False):
+        return None
+    try:
+        return model.get_compile_config()
+    except Exception:  # noqa: BLE001 - an unserializable loss or metric: keep the objects
+        return {"optimizer": model.optimizer, "loss": model.loss, "metrics": []}
+
+
+def load_splits(cfg: ml_collections.ConfigDict, splits: Any = None) -> data.Splits:
+    """The run's data: ``splits`` if given, else ``cfg.dataset``'s.
+
+    Args:
+        cfg: the full config tree (``dataset.*``).
+        splits: ``recipes.data.Splits`` (checked by ``data.validate_splits``), the user's
+            data in any form ``recipes.data.from_user`` takes: ``(x, y)``,
+            ``(x_train, y_train, x_test, y_test)``, a pair of ``tf.data`` datasets; or a
+            ``dataset.name`` such as ``"folder:images"`` (read with ``cfg.dataset``'s fields).
+    """
     d = cfg.dataset
+    if isinstance(splits, data.Splits):
+        return data.validate_splits(splits)
+    if isinstance(splits, str):
+        named = configs.complete({**cfg.to_dict(), "dataset": {**d.to_dict(), "name": splits}})
+        return load_splits(named)
+    if splits is not None:
+        return data.from_user(splits, val_size=d.val_size, seed=d.seed, limit=d.limit,
+                              test_size=d.test_size)
     return data.load(d.name, data_dir=d.data_dir or None, val_size=d.val_size, seed=d.seed,
-                     limit=d.limit)
+                     limit=d.limit, image_size=tuple(d.image_size), color_mode=d.color_mode,
+                     test_size=d.test_size)
 
 
-def fit_preprocessor(cfg: ml_collections.ConfigDict, x: np.ndarray,
+def fit_preprocessor(cfg: ml_collections.ConfigDict, x: Any,
                      method: str | None = None) -> preprocessing.Preprocessor:
     """``dataset.preprocess`` (or ``method``) fitted on the training images ``x`` only."""
     return preprocessing.fit(x, method or cfg.dataset.preprocess,
@@ -72,13 +219,17 @@ def fit_preprocessor(cfg: ml_collections.ConfigDict, x: np.ndarray,
 
 
 def compile_model(model: keras.Model, cfg: ml_collections.ConfigDict, *, num_classes: int,
+                  task: tasks.Task | None = None, compiled: dict | None = None,
                   learning_rate: Any = None, steps_per_epoch: int = 1) -> keras.Model:
     """Compiles ``model`` with the config's optimizer, loss, accuracy and ``jit_compile``.
 
     Args:
         model: the model (built under the run's strategy scope, if any).
-        cfg: the full config tree.
+        cfg: the full config tree; ``loss.name=model`` / ``optimizer.name=model`` take the
+            loss / optimizer class from ``compiled``.
         num_classes: C, for the loss.
+        task: the outputs' form (default: C logits, one-hot targets).
+        compiled: the user's compile config, whose extra metrics are kept too.
         learning_rate: a float or ``LearningRateSchedule``; None: the config's schedule over
             ``train.epochs`` epochs of ``steps_per_epoch`` steps.
         steps_per_epoch: steps of one epoch, for the schedule.
@@ -86,22 +237,192 @@ def compile_model(model: keras.Model, cfg: ml_collections.ConfigDict, *, num_cla
     Returns:
         ``model``, compiled.
     """
+    task = task or tasks.Task(tasks.MULTICLASS, num_classes, num_classes, "linear", "onehot")
     if learning_rate is None:
         learning_rate = schedules.get(cfg.schedule, learning_rate=cfg.optimizer.learning_rate,
                                       steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs)
-    model.compile(optimizer=optimizers.get(cfg.optimizer, learning_rate=learning_rate),
-                  loss=losses.get(cfg.loss, num_classes),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    model.compile(optimizer=_optimizer(cfg, learning_rate, compiled),
+                  loss=_loss(cfg, task, compiled),
+                  metrics=[tasks.accuracy_metric(task), *_user_metrics(compiled)],
                   jit_compile=jit_compile(cfg.train.jit_compile))
     return model
 
 
-def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
+def _optimizer(cfg: ml_collections.ConfigDict, learning_rate: Any, compiled: dict | None
+               ) -> keras.optimizers.Optimizer:
+    """The config's optimizer; with ``optimizer.name=model`` the user's class and settings."""
+    if cfg.optimizer.name != "model":
+        return optimizers.get(cfg.optimizer, learning_rate=learning_rate)
+    spec = (compiled or {}).get("optimizer")
+    if spec is None:
+        raise ValueError("optimizer.name=model keeps the optimizer the model was compiled "
+                         "with, but the model is not compiled; compile it, or name one, e.g. "
+                         f"optimizer.name=adam (one of {list(optimizers.NAMES)})")
+    opt = spec if isinstance(spec, keras.optimizers.Optimizer) else \
+        keras.optimizers.deserialize(spec)
+    conf = {**opt.get_config(), "learning_rate": learning_rate}
+    if cfg.optimizer.clipnorm > 0:
+        conf["clipnorm"] = float(cfg.optimizer.clipnorm)
+    if cfg.optimizer.weight_decay > 0:  # Keras 3: decoupled decay on every optimizer
+        conf["weight_decay"] = float(cfg.optimizer.weight_decay)
+    return type(opt).from_config(conf)
+
+
+def model_loss(cfg: ml_collections.ConfigDict, compiled: dict | None) -> Any:
+    """The loss ``loss.name=model`` keeps (a fresh object), with ``loss.label_smoothing``.
+
+    Returns:
+        None for a config loss (``softmax``/``svm``); else the user's loss, or a one-hot
+        ``CategoricalCrossentropy`` in place of a sparse one when label smoothing is asked
+        for (sparse losses take none).
+    """
+    if cfg.loss.name != "model":
+        return None
+    spec = (compiled or {}).get("loss")
+    if spec is None:
+        raise ValueError("loss.name=model keeps the loss the model was compiled with, but the "
+                         "model is not compiled; compile it, or set loss.name=softmax")
+    eps = float(cfg.loss.label_smoothing)
+    if eps > 0:
+        if tasks.is_sparse_loss(spec):
+            return keras.losses.CategoricalCrossentropy(
+                from_logits=bool(tasks.loss_from_logits(spec)), label_smoothing=eps)
+        if not (isinstance(spec, dict) and "label_smoothing" in spec.get("config", {})):
+            raise ValueError(f"loss.label_smoothing={eps:g}: the model's loss "
+                             f"{tasks.loss_name(spec)} takes no label smoothing; set "
+                             "loss.label_smoothing=0")
+        spec = {**spec, "config": {**spec["config"], "label_smoothing": eps}}
+    if isinstance(spec, dict):
+        return keras.saving.deserialize_keras_object(spec)
+    return spec  # a name such as "sparse_categorical_crossentropy", or the user's object
+
+
+def _loss(cfg: ml_collections.ConfigDict, task: tasks.Task, compiled: dict | None) -> Any:
+    """The loss for ``task``: the model's own (``loss.name=model``) or the config's."""
+    own = model_loss(cfg, compiled)
+    if own is not None:
+        return own
+    eps = float(cfg.loss.label_smoothing)
+    if task.kind != tasks.MULTICLASS:
+        if cfg.loss.name in ("svm", "hinge"):
+            raise ValueError(f"loss.name={cfg.loss.name}: the multiclass hinge needs one output "
+                             f"per class, but the task is {task.kind}; use loss.name=softmax "
+                             "(binary cross-entropy per unit)")
+        return keras.losses.BinaryCrossentropy(from_logits=task.from_logits,
+                                               label_smoothing=eps)
+    if cfg.loss.name in ("softmax", "cross_entropy", "crossentropy") and not task.from_logits:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=eps)  # probabilities
+    return losses.get(cfg.loss, task.num_classes)
+
+
+def _user_metrics(compiled: dict | None) -> list[Any]:
+    """The user's compiled metrics, fresh, less any accuracy (the run adds its own)."""
+    specs = (compiled or {}).get("metrics") or []
+    if not isinstance(specs, list | tuple):
+        return []  # per-output metric dicts: a single-output classifier has none
+    out = []
+    for spec in specs:
+        name = tasks.loss_name(spec)
+        if name in ("accuracy", "acc") or name.endswith("_accuracy"):
+            continue
+        try:
+            out.append(keras.saving.deserialize_keras_object(spec) if isinstance(spec, dict)
+                       else keras.metrics.get(spec))
+        except Exception:  # noqa: BLE001 - an unregistered custom metric: left out
+            continue
+    return out
+
+
+def resolve(config: Any, *, model: Any = None, splits: data.Splits | None = None
+            ) -> ml_collections.ConfigDict:
+    """The complete config, keeping what the user's compiled model says where it says nothing.
+
+    For every field ``config`` does not name (:func:`recipes.configs.given_paths`; a full
+    tree names them all): a compiled model's loss becomes ``loss.name=model``, its optimizer
+    ``optimizer.name=model`` with ``optimizer.learning_rate`` its learning rate. A model
+    function or a user's ``model.arch`` builder is called once to see its compile.
+
+    Raises:
+        ValueError: a bad config or model.
+    """
+    given = configs.given_paths(config)
+    cfg = configs.complete(config)
+    source = model_source(model)
+    if source.kind == "model":
+        spec = _compile_config(source.given)
+    elif source.is_users(cfg) and splits is not None:
+        spec = source.build(cfg, splits.info.input_shape, splits.info.num_classes)[1]
+    else:
+        spec = None
+    if not spec:
+        return cfg
+    if spec.get("loss") is not None and "loss.name" not in given:
+        cfg.loss.name = "model"
+    opt = spec.get("optimizer")
+    if opt is not None and "optimizer.name" not in given:
+        cfg.optimizer.name = "model"
+        if "optimizer.learning_rate" not in given:
+            cfg.optimizer.learning_rate = _learning_rate_of(opt, cfg.optimizer.learning_rate)
+    return cfg
+
+
+def _learning_rate_of(spec: Any, default: float) -> float:
+    """A compiled optimizer's (initial) learning rate; ``default`` if it has no number."""
+    conf = spec.get_config() if isinstance(spec, keras.optimizers.Optimizer) else \
+        spec.get("config", {})
+    lr = conf.get("learning_rate")
+    if isinstance(lr, dict):  # a schedule: its starting rate; the config's schedule takes over
+        lr = lr.get("config", {}).get("initial_learning_rate")
+    try:
+        return float(lr)
+    except (TypeError, ValueError):
+        return default
+
+
+def origins(cfg: ml_collections.ConfigDict, source: ModelSource, compiled: dict | None,
+            task: tasks.Task, notes: list[str]) -> dict[str, Any]:
+    """What came from the user's model and what from the config, for ``config.json``."""
+    def spec_name(key: str) -> str:
+        spec = (compiled or {}).get(key)
+        if isinstance(spec, dict):
+            return spec.get("class_name", "?")
+        return tasks.loss_name(spec) if spec is not None else "none"
+
+    return {
+        "model": source.describe(cfg),
+        "task": task.describe(),
+        "loss": (f"the model's compile: {spec_name('loss')}" if cfg.loss.name == "model"
+                 else f"config: loss.name={cfg.loss.name}"),
+        "optimizer": (f"the model's compile: {spec_name('optimizer')}, with the config's "
+                      "optimizer.learning_rate and schedule" if cfg.optimizer.name == "model"
+                      else f"config: optimizer.name={cfg.optimizer.name}"),
+        "metrics": ["accuracy", *[tasks.loss_name(m) for m in _user_metrics(compiled)]],
+        "notes": list(notes),
+    }
+
+
+def init_prior_bias(model: keras.Model, cfg: ml_collections.ConfigDict, source: ModelSource,
+                    splits: data.Splits) -> None:
+    """Karpathy's "init well" on the built-in networks: logits' bias at the class priors.
+
+    A user's network keeps its own initialization (the diagnosis may suggest this one).
+    """
+    if (cfg.train.prior_bias and cfg.loss.name == "softmax" and not source.is_users(cfg)
+            and not getattr(splits.info, "multilabel", False)):
+        heads.init_output_bias(model, splits.train.y, splits.info.num_classes)
+
+
+def prepare(config: Any, *, model: Any = None, data: Any = None,
+            splits: data.Splits | None = None) -> Prepared:
     """Completes and checks the config, loads data, fits preprocessing, builds and compiles.
 
     Args:
         config: a full or partial config tree (ConfigDict or nested dict).
-        splits: already-loaded data (skips ``recipes.data.load``), e.g. from a notebook.
+        model: None (the config's ``model.arch``), a ``keras.Model`` (copied with fresh
+            weights) or a function returning one.
+        data: the user's data (``recipes.data.from_user``'s forms, ``Splits``, or a
+            ``dataset.name`` string such as ``"folder:images"``).
+        splits: already-loaded ``Splits`` (the older name of ``data``).
 
     Returns:
         A ``Prepared`` run whose model is compiled and ready for ``fit``.
@@ -109,39 +430,80 @@ def prepare(config: Any, *, splits: data.Splits | None = None) -> Prepared:
     Raises:
         ValueError: any bad field, naming it and the fix.
     """
-    cfg = configs.complete(config)
+    source = model_source(model)
+    loaded = load_splits(configs.complete(config), data if data is not None else splits)
+    cfg = resolve(config, model=model, splits=loaded)
+    if isinstance(data, str):  # data="folder:images": the config says where the data came from
+        cfg.dataset.name = data
     _check_numbers(cfg)
     keras.utils.set_random_seed(cfg.train.seed)  # Python, NumPy and TF seeds
     set_op_determinism(cfg.train.deterministic)
     run_strategy = strategy(cfg.train.distribute)
-    splits = load_splits(cfg, splits)
-    pre = fit_preprocessor(cfg, splits.train.x)
-    num_classes = splits.info.num_classes
-    epoch_seed = pipeline.EpochSeed()
-    train_ds = pipeline.make(splits.train.x, splits.train.y, cfg, training=True,
-                             num_classes=num_classes, preprocessor=pre, seed=cfg.train.seed,
-                             epoch_seed=epoch_seed)
-    val_ds = None
-    if len(splits.val):
-        val_ds = pipeline.make(splits.val.x, splits.val.y, cfg, training=False,
-                               num_classes=num_classes, preprocessor=pre)
-    steps = pipeline.steps_per_epoch(len(splits.train), cfg)
-    input_shape = pipeline.output_shape(cfg, splits.info.input_shape, pre)
+    pre = fit_preprocessor(cfg, loaded.train.x)
+    num_classes = loaded.info.num_classes
+    steps = pipeline.steps_per_epoch(len(loaded.train), cfg)
+    input_shape = pipeline.output_shape(cfg, loaded.info.input_shape, pre)
     _check_tta(cfg, input_shape)
     multi_worker = isinstance(run_strategy, tf.distribute.MultiWorkerMirroredStrategy)
     with run_strategy.scope():
-        model = models.build(cfg.model, input_shape, num_classes)
-        epoch_seed.watch(model)  # Dropout masks too depend on (seed, epoch) alone
-        if cfg.train.prior_bias and cfg.loss.name == "softmax":
-            # Karpathy's "init well": imbalanced classes start at the prior's entropy.
-            heads.init_output_bias(model, splits.train.y, num_classes)
-        compile_model(model, cfg, num_classes=num_classes, steps_per_epoch=steps)
+        built, compiled = source.build(cfg, input_shape, num_classes)
+        task = tasks.infer(built, num_classes=num_classes,
+                           multilabel=getattr(loaded.info, "multilabel", False),
+                           loss=model_loss(cfg, compiled))
+        if cfg.evaluate.tta != "none" and task.kind != tasks.MULTICLASS:
+            raise ValueError(f"evaluate.tta={cfg.evaluate.tta} averages class probabilities "
+                             f"over crops, but the task is {task.kind}; set evaluate.tta=none")
+        p = Prepared(cfg, loaded, pre, None, None, built, steps, run_strategy,
+                     pipeline.EpochSeed(), task, source, compiled)
+        p.train_ds = p.dataset(loaded.train.x, loaded.train.y, training=True,
+                               seed=cfg.train.seed, epoch_seed=p.epoch_seed)
+        if len(loaded.val):
+            p.val_ds = p.dataset(loaded.val.x, loaded.val.y, training=False)
+        p.epoch_seed.watch(built)  # Dropout masks too depend on (seed, epoch) alone
+        init_prior_bias(built, cfg, source, loaded)
+        compile_model(built, cfg, num_classes=num_classes, task=task, compiled=compiled,
+                      steps_per_epoch=steps)
         if multi_worker:
-            _build_before_fit(model, train_ds)
-    monitors.check_applicable(cfg.monitor, model)
+            _build_before_fit(built, p.train_ds)
+    notes = _fit_monitors(cfg, built, source) + _unused_model_fields(cfg, source)
     if not multi_worker:
-        _check_forward(model, train_ds, num_classes)
-    return Prepared(cfg, splits, pre, train_ds, val_ds, model, steps, run_strategy, epoch_seed)
+        _check_forward(built, p.train_ds, source, cfg)
+    p.origins = origins(cfg, source, compiled, task, notes)
+    return p
+
+
+def _fit_monitors(cfg: ml_collections.ConfigDict, model: keras.Model, source: ModelSource
+                  ) -> list[str]:
+    """Checks the monitors apply; on a user's model turns off (and notes) those that cannot."""
+    if not source.is_users(cfg):
+        monitors.check_applicable(cfg.monitor, model)
+        return []
+    notes = []
+    if not getattr(model, "inputs", None) or not models_inspect.activation_layers(model):
+        if cfg.monitor.activations_every:
+            cfg.monitor.activations_every = 0
+            notes.append("monitor.activations_every=0: the model has no hidden activation "
+                         "layer the monitor can probe (a functional or Sequential model has)")
+    try:
+        monitors.first_kernel_layer(model)
+    except ValueError:
+        if cfg.monitor.first_layer_every:
+            cfg.monitor.first_layer_every = 0
+            notes.append("monitor.first_layer_every=0: the model has no Dense or Conv2D kernel")
+    return notes
+
+
+#: The built-in networks' regularization knobs, which a user's network never sees.
+_BUILT_IN_REGULARIZATION = ("l1", "l2", "dropout", "max_norm")
+
+
+def _unused_model_fields(cfg: ml_collections.ConfigDict, source: ModelSource) -> list[str]:
+    """Notes for regularization fields a recipe sets that cannot reach a user's network."""
+    if not source.is_users(cfg):
+        return []
+    set_ = [f"model.{k}={cfg.model[k]:g}" for k in _BUILT_IN_REGULARIZATION if cfg.model[k]]
+    return [f"{', '.join(set_)}: no effect, it configures the built-in networks; regularize "
+            "inside your model"] if set_ else []
 
 
 def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
@@ -153,25 +515,26 @@ def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
 
 
-def _check_forward(model: keras.Model, train_ds: tf.data.Dataset, num_classes: int) -> None:
-    """Runs the model once on two training examples, before any file is written.
+def _check_forward(model: keras.Model, train_ds: tf.data.Dataset, source: ModelSource,
+                   cfg: ml_collections.ConfigDict) -> None:
+    """Runs the model once on two zero examples, before any file is written.
 
     Raises:
-        ValueError: the forward pass fails, or the output is not (batch, num_classes).
+        ValueError: the forward pass fails (a shape or dtype the model does not take).
     """
     spec = train_ds.element_spec[0]
     if any(d is None for d in spec.shape[1:]):
         return  # variable-size inputs: the first batch of fit will tell
     x = tf.zeros((2, *spec.shape[1:]), spec.dtype)  # zeros: no random state is consumed
     try:
-        out = model(x, training=False)
+        model(x, training=False)
     except Exception as e:  # noqa: BLE001 - a shape or dtype error from any layer
-        raise ValueError(f"model.arch={model.name}: a forward pass on a batch of shape "
-                         f"{tuple(x.shape)} failed ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:300]}); check the model fields") from None
-    if tuple(out.shape[1:]) != (num_classes,):
-        raise ValueError(f"model.arch={model.name}: outputs of shape {tuple(out.shape[1:])} "
-                         f"per example, but the data has {num_classes} classes")
+        what = f"model.arch={model.name}" if source.kind == "config" else \
+            f"model ({source.describe(cfg).split(';')[0]})"
+        raise ValueError(f"{what}: a forward pass on a batch of shape {tuple(x.shape)} failed "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); the data's "
+                         f"examples have shape {tuple(spec.shape[1:])}: make the model's input "
+                         "take it") from None
 
 
 def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:

@@ -10,6 +10,14 @@ training. A fitted `Preprocessor` is saved into the run's workdir (``preprocessi
 Every method has two equivalent implementations: `Preprocessor.transform` (numpy, for whole
 arrays) and `Preprocessor.apply` (TensorFlow ops, for batches inside a ``tf.data`` map).
 
+Inputs are NHWC images or (N, D) vectors; for vectors ``mean_image`` and ``per_channel_mean``
+both subtract the per-feature mean and ``standardize`` is per feature. A lazy training split
+(``recipes.sources.Images``, e.g. ``folder:PATH``) is never loaded whole: mean and variance
+are accumulated in float64 over one streamed pass (``x.batches``), and PCA/ZCA are fitted on
+a seeded sample of at most ``PCA_SAMPLE`` examples. ``transform`` refuses a lazy ``x`` (it
+would load it all): the pipeline applies the preprocessor batch by batch
+(``recipes.pipeline.make(..., preprocessor=pre)``).
+
 Example:
     >>> pre = fit(splits.train.x, "standardize")
     >>> x_val = pre.transform(splits.val.x)           # numpy, float32
@@ -31,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes import io as atomic
+from recipes import sources
 
 METHODS = ("none", "mean_image", "per_channel_mean", "standardize", "pca", "zca")
 
@@ -42,6 +51,8 @@ JSON_NAME = "preprocessing.json"
 NPZ_NAME = "preprocessing.npz"
 _FORMAT_VERSION = 1
 _CHUNK = 4096  # images per chunk when accumulating statistics (bounds peak memory)
+_STREAM_CHUNK_BYTES = 1 << 20  # float32 bytes per batch of a lazy split's streamed statistics
+PCA_SAMPLE = 10_000  # most examples of a lazy split that PCA/ZCA are fitted on (seeded sample)
 
 
 def to_float(x: Any) -> Any:
@@ -102,6 +113,11 @@ def _chunks(x: np.ndarray) -> Iterator[np.ndarray]:
         yield to_float(x[start : start + _CHUNK])
 
 
+def _mean_axes(ndim: int) -> tuple[int, ...]:
+    """``Normalization`` axes of ``mean_image``: every axis but the batch's (per pixel/feature)."""
+    return tuple(range(1, ndim))
+
+
 def _adapt(x: np.ndarray, axis: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance over the training set with `keras.layers.Normalization.adapt`."""
     layer = keras.layers.Normalization(axis=axis, dtype="float32")
@@ -132,7 +148,7 @@ def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(
-    x_train: np.ndarray,
+    x_train: np.ndarray | sources.Images,
     method: str = "standardize",
     *,
     pca_components: int | float = 0.99,
@@ -150,11 +166,18 @@ def fit(
         - ``zca``: center, then whiten with ``W = U diag(1 / sqrt(S + eps)) U^T``; the output
           keeps the image shape.
 
-    PCA and ZCA eigen-decompose the D x D pixel covariance (D = H*W*C): about 30 s for
-    CIFAR-10 (D = 3072) on 2 CPU cores; the others take a few seconds.
+    For (N, D) vectors "pixel" and "channel" both mean feature. PCA and ZCA eigen-decompose
+    the D x D pixel covariance (D = H*W*C): about 30 s for CIFAR-10 (D = 3072) on 2 CPU
+    cores; the others take a few seconds.
+
+    A lazy ``x_train`` (``recipes.sources.Images``) is streamed, never loaded whole: the
+    mean and variance (``mean_image``, ``per_channel_mean``, ``standardize``) are exact,
+    accumulated in float64 over one pass of ``x_train.batches``; ``pca``/``zca`` are fitted
+    on a seeded (seed 0) sample of at most ``PCA_SAMPLE`` = 10,000 examples, loaded with
+    ``x_train[sample]``.
 
     Args:
-        x_train: Training images, NHWC, uint8 or float.
+        x_train: Training images, NHWC, or (N, D) vectors; uint8 or float; array or lazy.
         method: One of `METHODS` (``config.dataset.preprocess``).
         pca_components: ``pca`` only: an int k, or a float in (0, 1] giving the fraction of
             the variance to keep (the smallest k that reaches it).
@@ -169,17 +192,76 @@ def fit(
             statistic that is not finite (inputs too large: scale them).
     """
     _check_method(method)
-    x_train = np.asarray(x_train)
-    if x_train.ndim != 4 or len(x_train) == 0:
+    lazy = sources.is_lazy(x_train)
+    x_train = x_train if lazy else np.asarray(x_train)
+    if x_train.ndim not in (2, 4) or len(x_train) == 0:
         raise ValueError(
-            f"fit() needs a non-empty NHWC batch of training images, got shape {x_train.shape}."
+            f"fit() needs a non-empty NHWC batch of training images or (N, D) vectors, got "
+            f"shape {x_train.shape}."
         )
     input_shape = tuple(int(d) for d in x_train.shape[1:])
     if method in ("pca", "zca") and len(x_train) < 2:
         raise ValueError(f"dataset.preprocess={method!r} needs at least 2 training images.")
-    params, options = _fit_params(x_train, method, pca_components, zca_epsilon)
+    if lazy:
+        params, options = _fit_lazy(x_train, method, pca_components, zca_epsilon)
+    else:
+        params, options = _fit_params(x_train, method, pca_components, zca_epsilon)
     _check_finite(params, x_train, method)  # before a caller can save anything
     return Preprocessor(method, params, input_shape, options)
+
+
+def _fit_lazy(
+    x: sources.Images, method: str, pca_components: int | float, zca_epsilon: float
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`fit` of a lazy split: streamed moments, or PCA/ZCA on a bounded seeded sample."""
+    if method == "none":
+        return {}, {}
+    if method in ("pca", "zca"):
+        n = len(x)
+        sample = np.arange(n)
+        if n > PCA_SAMPLE:  # sorted: a stream-backed source reads it in one pass
+            sample = np.sort(np.random.default_rng(0).choice(n, PCA_SAMPLE, replace=False))
+        return _fit_params(x[sample], method, pca_components, zca_epsilon)
+    # mean_image: per pixel (reduce over examples only); else per channel (all but the last).
+    axes = (0,) if method == "mean_image" else tuple(range(x.ndim - 1))
+    mean, variance = streamed_moments(x, axes)
+    params = {"mean": mean.astype(np.float32)}
+    if method == "standardize":
+        params["variance"] = variance.astype(np.float32)
+    return params, {}
+
+
+@np.errstate(over="ignore", invalid="ignore")  # `_check_finite` reports non-finite results
+def streamed_moments(x: sources.Images, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) variance of ``to_float(x)`` over ``axes``, in one streamed pass.
+
+    Written by hand rather than ``Normalization.adapt``: that merges batch statistics in
+    float32; here each batch's mean and squared deviations are summed in float64 and merged
+    with Chan et al.'s pairwise update, so the result does not depend on the batch size.
+    Batches hold about 1 MiB of float32, whatever the image size (peak: a few times that).
+
+    Returns:
+        ``(mean, variance)`` float64, shaped as the axes that are kept.
+    """
+    per_example = 4 * int(np.prod(x.shape[1:]))
+    batch = int(np.clip(_STREAM_CHUNK_BYTES // per_example, 1, _CHUNK))
+    count, mean, m2 = 0, 0.0, 0.0
+    for raw in x.batches(batch):
+        chunk = to_float(raw)
+        m = int(np.prod([chunk.shape[a] for a in axes]))
+        c_mean = chunk.mean(axis=axes, dtype=np.float64, keepdims=True)
+        c32 = c_mean.astype(np.float32)
+        dev = chunk - c32  # float32 deviations from the (rounded) batch mean ...
+        np.square(dev, out=dev)
+        # ... summed in float64, minus the rounding of the centre: sum (x - c_mean)^2.
+        c_m2 = dev.sum(axis=axes, dtype=np.float64, keepdims=True) - m * (c_mean - c32) ** 2
+        total = count + m
+        delta = c_mean - mean
+        mean = mean + delta * (m / total)
+        m2 = m2 + c_m2 + delta**2 * (count * m / total)
+        count = total
+    keep = lambda a: np.squeeze(a, axis=axes)  # noqa: E731
+    return keep(np.asarray(mean)), keep(np.maximum(np.asarray(m2) / count, 0.0))
 
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # `_check_finite` reports it
@@ -191,7 +273,7 @@ def _fit_params(
     options: dict[str, Any] = {}
     params: dict[str, np.ndarray] = {}
     if method == "mean_image":
-        params["mean"], _ = _adapt(x_train, axis=(1, 2, 3))
+        params["mean"], _ = _adapt(x_train, axis=_mean_axes(x_train.ndim))
     elif method == "per_channel_mean":
         params["mean"], _ = _adapt(x_train, axis=-1)
     elif method == "standardize":
@@ -237,12 +319,16 @@ def _check_finite(params: dict[str, np.ndarray], x_train: np.ndarray, method: st
     for name, value in params.items():
         if not np.isfinite(value).all():
             bad = "NaN" if np.isnan(value).any() else "inf"
-            with np.errstate(invalid="ignore"):
-                lo, hi = float(np.min(x_train)), float(np.max(x_train))
+            if sources.is_lazy(x_train):  # its values are not all in memory to be summed up
+                seen = f"lazy training examples ({x_train.dtype}; NaN or huge values?)"
+            else:
+                with np.errstate(invalid="ignore"):
+                    lo, hi = float(np.min(x_train)), float(np.max(x_train))
+                seen = f"training images ranging from min {lo:.4g} to max {hi:.4g} " \
+                       f"({x_train.dtype})"
             raise ValueError(
-                f"dataset.preprocess={method!r}: the fitted {name} contains {bad} for training "
-                f"images ranging from min {lo:.4g} to max {hi:.4g} ({x_train.dtype}); the "
-                "statistics overflow float32. Fix: scale the inputs to [0, 1] or [-1, 1]"
+                f"dataset.preprocess={method!r}: the fitted {name} contains {bad} for {seen}; "
+                "the statistics overflow float32. Fix: scale the inputs to [0, 1] or [-1, 1]"
             )
 
 
@@ -271,7 +357,8 @@ class Preprocessor:
     Attributes:
         method: One of `METHODS`.
         params: The fitted float32 arrays (e.g. ``mean``, ``variance``, ``components``).
-        input_shape: The (H, W, C) shape of the images it was fitted on.
+        input_shape: The (H, W, C) shape of the images (or (D,) of the vectors) it was
+            fitted on.
         options: The options used for fitting (``pca_components``, ``zca_epsilon``).
     """
 
@@ -286,8 +373,8 @@ class Preprocessor:
         self.input_shape = tuple(int(d) for d in input_shape)
         self.params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
         self.options = dict(options or {})
-        if len(self.input_shape) != 3:
-            raise ValueError(f"input_shape must be (H, W, C), got {self.input_shape}.")
+        if len(self.input_shape) not in (1, 3):
+            raise ValueError(f"input_shape must be (H, W, C) or (D,), got {self.input_shape}.")
         expected = _expected_shapes(self.method, self.input_shape, self.params)
         got = {k: v.shape for k, v in self.params.items()}
         if got != expected:
@@ -326,7 +413,10 @@ class Preprocessor:
                 need the same channel count.
         """
         image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3 or image_shape[-1] != self.input_shape[-1]:
+        if len(self.input_shape) == 1 and image_shape != self.input_shape:
+            raise ValueError(f"The preprocessor was fitted on {self.input_shape} vectors; it "
+                             f"cannot apply to {image_shape} inputs.")
+        if len(image_shape) != len(self.input_shape) or image_shape[-1] != self.input_shape[-1]:
             raise ValueError(
                 f"The preprocessor was fitted on {self.input_shape} images; it cannot apply "
                 f"to {image_shape} (the channel count must match)."
@@ -352,14 +442,26 @@ class Preprocessor:
         """Applies the fitted statistics to a batch of images with numpy.
 
         Args:
-            x: NHWC images, uint8 or float (``to_float`` is applied first).
+            x: NHWC images or (N, D) vectors, uint8 or float (``to_float`` is applied
+                first); an array, not lazy ``sources.Images``.
 
         Returns:
             float32 array of shape ``(N,) + output_shape_for(x.shape[1:])``.
+
+        Raises:
+            ValueError: for lazy ``x``, whose transformed copy would hold every example in
+                memory (four bytes per uint8 pixel): use the pipeline, or a slice.
         """
+        if sources.is_lazy(x):
+            raise ValueError(
+                f"transform() got lazy examples {x!r}: transforming them all would load them "
+                "into memory. Use recipes.pipeline.make(x, y, ..., preprocessor=pre) to "
+                "preprocess batch by batch, or pre.transform(x[a:b]) for a slice."
+            )
         x = to_float(x)
-        if x.ndim != 4:
-            raise ValueError(f"transform() needs a NHWC batch, got shape {x.shape}.")
+        if x.ndim != len(self.input_shape) + 1:
+            raise ValueError(f"transform() needs a NHWC batch (or (N, D) vectors for a "
+                             f"preprocessor fitted on vectors), got shape {x.shape}.")
         self.output_shape_for(x.shape[1:])
         p, m = self.params, self.method
         if m == "none":
@@ -386,7 +488,7 @@ class Preprocessor:
     def _build_normalization(self) -> keras.layers.Normalization:
         mean = self.params["mean"]
         variance = self.params.get("variance", np.ones_like(mean))
-        axis = (1, 2, 3) if self.method == "mean_image" else -1
+        axis = _mean_axes(len(self.input_shape) + 1) if self.method == "mean_image" else -1
         layer = keras.layers.Normalization(axis=axis, mean=mean, variance=variance, dtype="float32")
         layer.build((None,) + self.input_shape)  # needed before use inside tf.data
         return layer
@@ -395,14 +497,15 @@ class Preprocessor:
         """Applies the fitted statistics to a batch with TF ops (usable in a ``tf.data`` map).
 
         Args:
-            x: NHWC batch tensor (or array), uint8 or float.
+            x: NHWC batch tensor (or array), or (batch, D) vectors; uint8 or float.
 
         Returns:
             float32 tensor of shape ``(batch,) + output_shape_for(image shape)``.
         """
         x = to_float(tf.convert_to_tensor(x))
-        if x.shape.rank != 4:
-            raise ValueError(f"apply() needs a NHWC batch, got shape {x.shape}.")
+        if x.shape.rank != len(self.input_shape) + 1:
+            raise ValueError(f"apply() needs a NHWC batch (or (batch, D) vectors for a "
+                             f"preprocessor fitted on vectors), got shape {x.shape}.")
         if x.shape[1:].is_fully_defined():  # unknown sizes (a generic trace): checked at run
             self.output_shape_for(x.shape[1:])
         if self.method == "none":

@@ -226,6 +226,19 @@ def _dataset(ctx: Mapping[str, Any]) -> list[Block]:
     return [("table", ["field", "value"], rows, None)]
 
 
+def _model(ctx: Mapping[str, Any]) -> list[Block]:
+    """Where the network, its loss, optimizer and metrics came from (``config.json``)."""
+    o = ctx.get("origins") or {}
+    arch = ((ctx.get("config") or {}).get("model") or {}).get("arch")
+    if not o and arch:
+        o = {"model": f"model.arch={arch}"}
+    if not o:
+        return [("notrun", NOT_RUN)]
+    rows = [[k, "; ".join(map(str, v)) if isinstance(v, list | tuple) else _fmt(v)]
+            for k, v in o.items() if v not in ([], "", None)]
+    return [("table", ["what", "from"], rows, None)]
+
+
 def _images(ctx: Mapping[str, Any], plot_dir: str, written: dict[str, str]) -> list[Block]:
     im = ctx.get("images") or {}
     if im.get("x") is None or not len(im["x"]):
@@ -385,6 +398,7 @@ def sections(context: Mapping[str, Any], plot_dir: str, written: dict[str, str]
         ("steps", "Procedure steps", _steps(c)),
         ("reproduce", "Reproduce", _reproduce(c)),
         ("dataset", "Dataset", _dataset(c)),
+        ("model", "Model", _model(c)),
         ("images", "Input images", _images(c, plot_dir, written)),
         ("lr-range", "Learning-rate range", _lr_range(c, plot_dir, written)),
         ("search", "Hyperparameter search", _search(c)),

@@ -7,7 +7,9 @@ numeric gradients; plus Karpathy's "A recipe for training neural networks" (2019
 input-independent baseline (zeroed inputs must do worse) and "init well" (the logits' bias
 at the log class priors).
 
-Every check is usable alone, ``check(config, *, splits=None, ...) -> CheckResult``, and
+Every check is usable alone, ``check(config, *, model=None, data=None, ...) -> CheckResult``
+(``model=``/``data=``: the user's network and data, as ``recipes.prepare.prepare`` takes
+them), and
 :func:`run_all` runs them in the lecture's order. Each result carries a one-line ``verdict``
 with the measured numbers (what the procedure prints as it goes) and an ``advice`` line.
 The checks change the config only where the lecture does (regularization off, no
@@ -35,7 +37,7 @@ from models.heads import (  # noqa: F401 - recipes.sanity.* names, kept public
     priors,
 )
 from models.inspect import as_float64, custom_layers, float64  # noqa: F401 - public here too
-from recipes import configs, data, io, losses, pipeline, prepare, preprocessing
+from recipes import configs, data, io, losses, pipeline, prepare, preprocessing, tasks
 from recipes.configs import base
 
 NO_REGULARIZATION = {"model.l1": 0.0, "model.l2": 0.0, "model.dropout": 0.0,
@@ -114,9 +116,9 @@ def configure(config: Any, changes: Mapping[str, Any] | None = None, *,
     return cfg
 
 
-def load(cfg: ml_collections.ConfigDict, splits: data.Splits | None = None) -> data.Splits:
-    """``splits`` if given, else the dataset ``cfg.dataset`` names (``prepare.load_splits``)."""
-    return splits if splits is not None else prepare.load_splits(cfg)
+def load(cfg: ml_collections.ConfigDict, splits: Any = None) -> data.Splits:
+    """``splits`` if already loaded, else the user's data or ``cfg.dataset``'s, loaded."""
+    return splits if isinstance(splits, data.Splits) else prepare.load_splits(cfg, splits)
 
 
 @dataclasses.dataclass
@@ -127,16 +129,25 @@ class Setup:
     splits: data.Splits
     preprocessor: preprocessing.Preprocessor
     input_shape: tuple[int, ...]
+    prepared: prepare.Prepared | None = None  # the model's source, task and compile
 
     @property
     def num_classes(self) -> int:
         return self.splits.info.num_classes
 
+    @property
+    def task(self) -> tasks.Task:
+        return self.prepared.task
+
+    @property
+    def users_model(self) -> bool:
+        """Whether the network is the user's (``model.*`` regularization does not apply)."""
+        return self.prepared.source.is_users(self.config)
+
     def dataset(self, x: np.ndarray, y: np.ndarray, *, training: bool,
                 zero_inputs: bool = False) -> tf.data.Dataset:
         """The config's pipeline over (x, y); ``zero_inputs`` zeroes what the model sees."""
-        ds = pipeline.make(x, y, self.config, training=training, num_classes=self.num_classes,
-                           preprocessor=self.preprocessor, seed=self.config.train.seed)
+        ds = self.prepared.dataset(x, y, training=training, seed=self.config.train.seed)
         if zero_inputs:
             ds = ds.map(lambda images, labels: (tf.zeros_like(images), labels))
         return ds
@@ -149,28 +160,33 @@ class Setup:
         and the range runs are too short for a schedule to mean anything.
         """
         cfg = self.config
+        lr = float(cfg.optimizer.learning_rate if learning_rate is None else learning_rate)
+        if model is None and model_fn is None:
+            return self.prepared.fresh_model(cfg, learning_rate=lr)  # as prepare builds it
         keras.utils.set_random_seed(cfg.train.seed)  # same init for every run of a check
         if model is None:
-            build = model_fn or (lambda c, shape, n: models.build(c.model, shape, n))
-            model = build(cfg, self.input_shape, self.num_classes)
+            model = model_fn(cfg, self.input_shape, self.num_classes)
             if cfg.train.get("prior_bias", False) and cfg.loss.name == "softmax":
                 init_output_bias(model, self.splits.train.y, self.num_classes)  # as prepare
-        lr = float(cfg.optimizer.learning_rate if learning_rate is None else learning_rate)
-        return prepare.compile_model(model, cfg, num_classes=self.num_classes, learning_rate=lr)
+        return prepare.compile_model(model, cfg, num_classes=self.num_classes,
+                                     task=self.task, learning_rate=lr)
 
 
-def setup(config: Any, splits: data.Splits | None = None,
+def setup(config: Any, splits: Any = None,
           changes: Mapping[str, Any] | None = None, *, augment: bool = True,
-          constant_lr: bool = True) -> Setup:
+          constant_lr: bool = True, model: Any = None) -> Setup:
     """Completes the config, loads the data and fits preprocessing on the training split.
 
     The same steps as ``recipes.train.prepare`` (whose checks the config goes through), so a
-    check sees exactly what training will see.
+    check sees exactly what training will see. ``model``: the user's network (see
+    ``recipes.prepare.prepare``), whose compile is kept before ``changes`` apply.
     """
-    cfg = configure(config, changes, augment=augment, constant_lr=constant_lr)
-    p = prepare.prepare(cfg, splits=load(cfg, splits))
-    shape = pipeline.output_shape(cfg, p.splits.info.input_shape, p.preprocessor)
-    return Setup(p.config, p.splits, p.preprocessor, tuple(shape))
+    loaded = load(configs.complete(config), splits)
+    cfg = prepare.resolve(config, model=model, splits=loaded)
+    cfg = configure(cfg, changes, augment=augment, constant_lr=constant_lr)
+    p = prepare.prepare(cfg, model=model, splits=loaded)
+    shape = pipeline.output_shape(p.config, p.splits.info.input_shape, p.preprocessor)
+    return Setup(p.config, p.splits, p.preprocessor, tuple(shape), p)
 
 
 def sample(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -186,6 +202,8 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     class, or "100 % accuracy" means less.
     """
     y = np.asarray(y)
+    if y.ndim == 2:  # multi-label tags: no classes to go round, a seeded sample
+        return sample(len(y), n, seed)
     n = min(int(n), len(y))
     rng = np.random.default_rng(seed)
     pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)]
@@ -198,8 +216,8 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def _evaluate(model: keras.Model, ds: tf.data.Dataset) -> tuple[float, float]:
-    loss, acc = model.evaluate(ds, verbose=0)
-    return float(loss), float(acc)
+    scores = model.evaluate(ds, verbose=0, return_dict=True)
+    return float(scores["loss"]), float(scores["accuracy"])
 
 
 def _optimizer_text(cfg: ml_collections.ConfigDict, lr: float | None = None) -> str:
@@ -231,7 +249,8 @@ def expected_initial_loss(loss_cfg: Any, y: np.ndarray, num_classes: int,
 
 def initial_loss(config: Any, *, splits: data.Splits | None = None,
                  tolerance: float | None = None, examples: int = INITIAL_LOSS_EXAMPLES,
-                 model_fn: ModelFn | None = None) -> CheckResult:
+                 model_fn: ModelFn | None = None, model: Any = None,
+                 data: Any = None) -> CheckResult:
     """Loss at initialization ≈ −ln(1/C) for softmax, (C − 1)·Δ for the SVM.
 
     Lecture 6, "Double check that the loss is reasonable": regularization off, the loss of
@@ -240,6 +259,9 @@ def initial_loss(config: Any, *, splits: data.Splits | None = None,
     Args:
         config: a full or partial config tree.
         splits: already-loaded data (else ``config.dataset`` is loaded).
+        model: the user's network (a ``keras.Model`` or a function returning one), as
+            ``recipes.prepare.prepare`` takes it; default ``config.model``.
+        data: the user's data (``recipes.data.from_user``'s forms); default ``splits``.
         tolerance: relative tolerance |loss − expected| / expected; default
             ``babysit.initial_loss_tolerance``.
         examples: training examples the loss is averaged over (a few batches).
@@ -250,7 +272,7 @@ def initial_loss(config: Any, *, splits: data.Splits | None = None,
         A CheckResult; ``measured`` is the loss, ``expected`` ln C (or the prior-bias value
         when the logits' bias is set, see :func:`init_output_bias`; or (C − 1)·Δ for svm).
     """
-    s = setup(config, splits, NO_REGULARIZATION, augment=False)
+    s = setup(config, _data(data, splits), NO_REGULARIZATION, augment=False, model=model)
     cfg, n_cls = s.config, s.num_classes
     tol = float(cfg.babysit.initial_loss_tolerance if tolerance is None else tolerance)
     idx = sample(len(s.splits.train), examples, cfg.train.seed)
@@ -259,9 +281,13 @@ def initial_loss(config: Any, *, splits: data.Splits | None = None,
     loss, _ = _evaluate(model, s.dataset(x, y, training=False))
     layer = logits_layer(model)
     bias = None if layer is None else keras.ops.convert_to_numpy(layer.bias)
-    expected = expected_initial_loss(cfg.loss, y, n_cls, bias)
-    uniform = expected_initial_loss(cfg.loss, y, n_cls)
     svm = cfg.loss.name in ("svm", "hinge")
+    if _closed_form(s):
+        expected = expected_initial_loss(cfg.loss, y, n_cls, bias)
+        uniform = expected_initial_loss(cfg.loss, y, n_cls)
+    else:
+        expected = _loss_at_bias(model, s, x, y, bias)
+        uniform = _loss_at_bias(model, s, x, y, None)
     rel = (loss - expected) / expected if expected > 0 else math.inf
     passed = bool(math.isfinite(loss) and abs(rel) <= tol)
 
@@ -273,12 +299,7 @@ def initial_loss(config: Any, *, splits: data.Splits | None = None,
              "input_mean": float(batch.mean()), "input_std": float(batch.std()),
              "logit_std": float(logits.std()), "labels_seen": int(len(np.unique(y))),
              "init": cfg.model.init, "init_scale": float(cfg.model.init_scale)}
-    if abs(expected - uniform) > 1e-6:
-        what = f"prior-bias value {expected:.3f}"
-    elif svm:
-        what = f"(C−1)·Δ = {expected:.3f}"
-    else:
-        what = f"ln({n_cls}) = {expected:.3f}"
+    what = _expected_text(s, expected, uniform, svm)
     verdict = (f"initial loss {loss:.3f} vs {what} ({rel:+.1%}, tolerance {tol:.0%}, "
                f"{len(y)} examples, regularization off): {_status(passed)}")
     if passed:
@@ -287,6 +308,48 @@ def initial_loss(config: Any, *, splits: data.Splits | None = None,
     else:
         advice = _initial_loss_advice(loss, expected, stats, svm)
     return CheckResult("initial_loss", passed, loss, expected, verdict, advice, stats)
+
+
+def _closed_form(s: Setup) -> bool:
+    """Whether the config's own loss on C logits applies (the closed forms above)."""
+    return s.task.kind == tasks.MULTICLASS and s.config.loss.name != "model" \
+        and s.task.from_logits
+
+
+def _loss_at_bias(model: keras.Model, s: Setup, x: Any, y: Any, bias: Any) -> float:
+    """The model's own loss for outputs at the last layer's bias alone (tiny weights).
+
+    Softmax or sigmoid outputs see the activation of the bias; ln C for C classes and ln 2
+    per sigmoid unit at a zero bias, whatever loss the model was compiled with.
+    """
+    units = s.task.outputs
+    b = np.zeros(units) if bias is None or np.shape(bias) != (units,) else np.asarray(bias)
+    targets = np.concatenate([t.numpy() for _, t in s.dataset(x, y, training=False)])
+    z = np.broadcast_to(b, (len(targets), units)).astype(np.float32)
+    if not s.task.from_logits:
+        z = tasks.probabilities(dataclasses.replace(s.task, activation="linear"), z)
+        z = z.astype(np.float32)
+    loss_fn = model.loss if callable(model.loss) else keras.losses.get(model.loss)
+    return float(np.mean(keras.ops.convert_to_numpy(loss_fn(targets, z))))
+
+
+def _expected_text(s: Setup, expected: float, uniform: float, svm: bool) -> str:
+    """How the expected initial loss reads: ln C, ln 2 per unit, (C−1)·Δ or the prior value."""
+    if abs(expected - uniform) > 1e-6:
+        return f"prior-bias value {expected:.3f}"
+    if svm:
+        return f"(C−1)·Δ = {expected:.3f}"
+    if s.task.kind != tasks.MULTICLASS and abs(expected - math.log(2)) < 1e-3:
+        return f"ln 2 = {expected:.3f}" + (" per label" if s.task.kind == tasks.MULTILABEL
+                                            else "")
+    if abs(expected - math.log(s.num_classes)) < 1e-3:
+        return f"ln({s.num_classes}) = {expected:.3f}"
+    return f"the loss of uniform outputs, {expected:.3f}"
+
+
+def _data(data_: Any, splits: Any) -> Any:
+    """``data=`` or (its older name) ``splits=``."""
+    return data_ if data_ is not None else splits
 
 
 def _initial_loss_advice(loss: float, expected: float, stats: Mapping[str, Any],
@@ -322,7 +385,8 @@ def _initial_loss_advice(loss: float, expected: float, stats: Mapping[str, Any],
 
 def regularization_raises_loss(config: Any, *, splits: data.Splits | None = None,
                                l2: float = REGULARIZATION_L2,
-                               examples: int = INITIAL_LOSS_EXAMPLES) -> CheckResult:
+                               examples: int = INITIAL_LOSS_EXAMPLES, model: Any = None,
+                               data: Any = None) -> CheckResult:
     """The same initialized network with a large L2 strength must have a higher loss.
 
     Lecture 6, "Double check that the loss is reasonable": "crank up regularization — loss
@@ -331,13 +395,22 @@ def regularization_raises_loss(config: Any, *, splits: data.Splits | None = None
     Args:
         config: a full or partial config tree.
         splits: already-loaded data.
+        model: the user's network (a ``keras.Model`` or a function returning one), as
+            ``recipes.prepare.prepare`` takes it; default ``config.model``.
+        data: the user's data (``recipes.data.from_user``'s forms); default ``splits``.
         l2: the large L2 strength (Keras's l2·Σw² on every kernel).
         examples: training examples the loss is averaged over.
 
     Returns:
         A CheckResult; ``measured`` is the loss with ``l2``, ``expected`` the loss without.
+        On a user's network (``model.l2`` does not reach its layers) the check is skipped:
+        ``passed`` is None.
     """
-    s = setup(config, splits, NO_REGULARIZATION, augment=False)
+    s = setup(config, _data(data, splits), NO_REGULARIZATION, augment=False, model=model)
+    if s.users_model:
+        return CheckResult("regularization_raises_loss", None, math.nan, math.nan,
+                           "skipped: model.l2 configures the built-in networks; your model's "
+                           "regularization lives in its own layers", "", {"skipped": True})
     idx = sample(len(s.splits.train), examples, s.config.train.seed)
     ds = s.dataset(s.splits.train.x[idx], s.splits.train.y[idx], training=False)
     plain = s.model()
@@ -382,7 +455,8 @@ class _StopWhenMemorized(keras.callbacks.Callback):
 def overfit_small(config: Any, *, splits: data.Splits | None = None,
                   examples: int | None = None, epochs: int | None = None,
                   learning_rate: float | None = None, loss_threshold: float = OVERFIT_LOSS,
-                  model_fn: ModelFn | None = None) -> CheckResult:
+                  model_fn: ModelFn | None = None, model: Any = None,
+                  data: Any = None) -> CheckResult:
     """Overfit a tiny stratified subset: 100 % train accuracy with the loss near 0.
 
     Lecture 6, "Make sure that you can overfit very small portion of the training data":
@@ -393,6 +467,9 @@ def overfit_small(config: Any, *, splits: data.Splits | None = None,
     Args:
         config: a full or partial config tree.
         splits: already-loaded data.
+        model: the user's network (a ``keras.Model`` or a function returning one), as
+            ``recipes.prepare.prepare`` takes it; default ``config.model``.
+        data: the user's data (``recipes.data.from_user``'s forms); default ``splits``.
         examples: subset size; default ``babysit.overfit_examples``.
         epochs: most full-batch epochs; default ``babysit.overfit_epochs``. Stops early once
             the train accuracy is 100 % and the loss is below ``loss_threshold``.
@@ -405,7 +482,7 @@ def overfit_small(config: Any, *, splits: data.Splits | None = None,
         A CheckResult; ``measured`` is the final train accuracy, ``expected`` 1.0.
     """
     changes = {**NO_REGULARIZATION, "train.full_batch": True}
-    s = setup(config, splits, changes, augment=False)
+    s = setup(config, _data(data, splits), changes, augment=False, model=model)
     cfg = s.config
     n = int(cfg.babysit.overfit_examples if examples is None else examples)
     max_epochs = int(cfg.babysit.overfit_epochs if epochs is None else epochs)
@@ -446,7 +523,8 @@ def overfit_small(config: Any, *, splits: data.Splits | None = None,
 
 def input_independent_baseline(config: Any, *, splits: data.Splits | None = None,
                                epochs: int = BASELINE_EPOCHS, margin: float = BASELINE_MARGIN,
-                               model_fn: ModelFn | None = None) -> CheckResult:
+                               model_fn: ModelFn | None = None, model: Any = None,
+                               data: Any = None) -> CheckResult:
     """The same network trained briefly on zeroed inputs must do clearly worse than on real ones.
 
     Karpathy 2019, "A recipe for training neural networks", "input-independent baseline": a
@@ -455,6 +533,9 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
     Args:
         config: a full or partial config tree (trained as configured, constant lr).
         splits: already-loaded data.
+        model: the user's network (a ``keras.Model`` or a function returning one), as
+            ``recipes.prepare.prepare`` takes it; default ``config.model``.
+        data: the user's data (``recipes.data.from_user``'s forms); default ``splits``.
         epochs: training epochs of each of the two runs.
         margin: accuracy points the real run must win by.
         model_fn: ``(config, input_shape, num_classes) -> keras.Model`` (uncompiled).
@@ -463,7 +544,7 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
         A CheckResult; ``measured`` is the real-input accuracy, ``expected`` the zero-input
         accuracy plus ``margin``. Accuracies are on the validation split (train if empty).
     """
-    s = setup(config, splits)
+    s = setup(config, _data(data, splits), model=model)
     split = s.splits.val if len(s.splits.val) else s.splits.train
     accs = {}
     for zero in (False, True):
@@ -473,7 +554,7 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
         accs[zero] = _evaluate(model, s.dataset(split.x, split.y, training=False,
                                                 zero_inputs=zero))[1]
     real, zeros = accs[False], accs[True]
-    majority = float(priors(split.y, s.num_classes).max())
+    majority = _majority(split.y, s.num_classes)
     passed = bool(real >= zeros + margin)
     where = "val" if len(s.splits.val) else "train"
     verdict = (f"{where} accuracy after {epochs} epochs: {real:.1%} on real inputs vs "
@@ -487,6 +568,15 @@ def input_independent_baseline(config: Any, *, splits: data.Splits | None = None
                        advice, {"accuracy_real": real, "accuracy_zeros": zeros,
                                 "majority_class": majority, "epochs": int(epochs),
                                 "margin": margin, "split": where})
+
+
+def _majority(y: np.ndarray, num_classes: int) -> float:
+    """Accuracy of always answering the most frequent label (per tag for multi-label)."""
+    y = np.asarray(y)
+    if y.ndim == 2:  # multi-label 0/1 tags: the better constant answer per tag
+        p = y.mean(axis=0)
+        return float(np.mean(np.maximum(p, 1 - p)))
+    return float(priors(y, num_classes).max())
 
 
 # --- output bias at the class priors --------------------------------------------------------
@@ -640,13 +730,16 @@ CHECKS = ("initial_loss", "regularization_raises_loss", "overfit_small",
 
 
 def iter_checks(config: Any, *, splits: data.Splits | None = None,
-                checks: Sequence[str] = CHECKS) -> Iterator[CheckResult]:
+                checks: Sequence[str] = CHECKS, model: Any = None,
+                data: Any = None) -> Iterator[CheckResult]:
     """Runs ``checks`` (a subset of :data:`CHECKS`) in the lecture's order, one at a time.
 
     Args:
         config: a full or partial config tree.
         splits: already-loaded data (else loaded once for every check).
         checks: which checks; they always run in the order of :data:`CHECKS`.
+        model: the user's network (see ``recipes.prepare.prepare``).
+        data: the user's data (``recipes.data.from_user``'s forms).
 
     Yields:
         Each check's CheckResult as it finishes.
@@ -657,20 +750,38 @@ def iter_checks(config: Any, *, splits: data.Splits | None = None,
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
         raise ValueError(f"sanity checks {unknown} do not exist; use some of {list(CHECKS)}")
-    cfg = configs.complete(config)
-    splits = load(cfg, splits)
+    splits = load(configs.complete(config), _data(data, splits))
+    cfg = prepare.resolve(config, model=model, splits=splits)
     for name in CHECKS:
         if name not in checks:
             continue
         if name == "gradient_check":
-            probe = models.build(cfg.model, _probe_shape(cfg, splits), splits.info.num_classes)
-            if not custom_layers(probe):
-                continue
-        yield globals()[name](cfg, splits=splits)  # looked up now: tests may replace one
+            result = _gradient_check_if_custom(cfg, splits, model)
+            if result is not None:
+                yield result
+            continue
+        yield globals()[name](cfg, splits=splits, model=model)  # looked up now: tests may
+        # replace one
+
+
+def _gradient_check_if_custom(cfg: ml_collections.ConfigDict, splits: data.Splits,
+                              model: Any) -> CheckResult | None:
+    """The gradient check, only when the network has custom layers (Keras's are tested)."""
+    if not prepare.model_source(model).is_users(cfg):
+        probe = models.build(cfg.model, _probe_shape(cfg, splits), splits.info.num_classes)
+        return gradient_check(cfg, splits=splits) if custom_layers(probe) else None
+    p = prepare.prepare(cfg, model=model, splits=splits)
+    if not custom_layers(p.model) or p.task.kind != tasks.MULTICLASS:
+        return None  # one-hot targets only: the check's objective is a softmax over C
+    shape = pipeline.output_shape(p.config, splits.info.input_shape, p.preprocessor)
+    return gradient_check(p.fresh_model(), input_shape=shape,
+                          num_classes=splits.info.num_classes,
+                          loss=keras.losses.CategoricalCrossentropy(
+                              from_logits=p.task.from_logits))
 
 
 def run_all(config: Any, *, splits: data.Splits | None = None, checks: Sequence[str] = CHECKS,
-            verbose: bool = False) -> list[CheckResult]:
+            verbose: bool = False, model: Any = None, data: Any = None) -> list[CheckResult]:
     """Every sanity check (or ``checks``) in the lecture's order, on data loaded once.
 
     Lecture 6: initial loss → regularization raises the loss → overfit a tiny subset; then
@@ -682,12 +793,14 @@ def run_all(config: Any, *, splits: data.Splits | None = None, checks: Sequence[
         splits: already-loaded data.
         checks: a subset of :data:`CHECKS` (run in that order).
         verbose: print each verdict as it comes.
+        model: the user's network (see ``recipes.prepare.prepare``).
+        data: the user's data (``recipes.data.from_user``'s forms).
 
     Returns:
         The CheckResults, in order.
     """
     results = []
-    for result in iter_checks(config, splits=splits, checks=checks):
+    for result in iter_checks(config, splits=splits, checks=checks, model=model, data=data):
         if verbose:
             print(result.verdict)
         results.append(result)

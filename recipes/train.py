@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 
 from recipes import callbacks as bcallbacks
-from recipes import cli, configs, data, io, pipeline, tta
+from recipes import cli, configs, io, tta
+from recipes import data as data_lib
 from recipes import workdir as wd
 from recipes.callbacks.writers import (  # noqa: F401 - recipes.train.HistoryCSV & co. too
     AtomicBackupAndRestore,
@@ -44,8 +45,9 @@ from recipes.prepare import (  # noqa: F401 - recipes.train.prepare & co. keep w
 _RESUME_IGNORED = (("train", "verbose"),)
 
 
-def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
-        overwrite: bool = False, extra_callbacks: list | None = None) -> dict[str, Any]:
+def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
+        splits: data_lib.Splits | None = None, overwrite: bool = False,
+        extra_callbacks: list | None = None) -> dict[str, Any]:
     """Trains the recipe ``config`` and writes every artifact into ``workdir``.
 
     Run again with the same config and workdir after a crash or kill, it resumes from the
@@ -59,7 +61,14 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
     Args:
         config: a full or partial config tree (ConfigDict or nested dict).
         workdir: the run's directory (created if missing).
-        splits: already-loaded data instead of ``config.dataset``.
+        model: the user's network instead of ``model.arch``: a ``keras.Model`` (compiled or
+            not; trained as a fresh copy, ``keras.models.clone_model``) or a function
+            returning one. Its compiled loss and optimizer class are kept for the fields
+            ``config`` does not name (``recipes.prepare.resolve``).
+        data: the user's data instead of ``config.dataset``: ``(x, y)``,
+            ``(x_train, y_train, x_test, y_test)``, a pair of ``tf.data`` datasets
+            ``(train, test)`` or ``recipes.data.Splits``.
+        splits: already-loaded ``Splits`` (the older name of ``data``).
         overwrite: replace what ``workdir`` holds once this run has finished.
         extra_callbacks: more Keras callbacks for ``fit`` (e.g. from ``recipes.babysit``).
 
@@ -72,7 +81,7 @@ def run(config: Any, workdir: str, *, splits: data.Splits | None = None,
         OSError: a write failed (disk full), naming the file; the last epoch stays resumable.
     """
     start = time.time()
-    p = prepare(config, splits=splits)
+    p = prepare(config, model=model, data=data, splits=splits)
     cfg = p.config
     check_workdir(workdir, cfg, overwrite=overwrite)
     wd.check_space(workdir, checkpoint_bytes(p.model) + _SPACE_MARGIN, "a checkpoint")
@@ -120,7 +129,8 @@ def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: st
     history_path = os.path.join(workdir, "history.csv")
     cbs = _callbacks(p, workdir, history_path, extra)
     io.remove_stale_temps(workdir)  # a SIGKILLed attempt's half-written files
-    io.write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
+    io.write_json(os.path.join(workdir, "config.json"),
+                  {**cfg.to_dict(), configs.ORIGINS: p.origins})
     p.preprocessor.save(workdir)
     fit_start = time.time()
     p.model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
@@ -182,8 +192,9 @@ def _tta_eval(p: Prepared) -> tta.CropAveragingEval | None:
     e = p.config.evaluate
     if e.tta == "none" or not e.tta_every or not len(p.splits.val):
         return None
-    x_val = p.preprocessor.transform(p.splits.val.x)
-    return tta.CropAveragingEval(x_val, p.splits.val.y, e.tta, every=e.tta_every, grid=e.grid)
+    return tta.CropAveragingEval(p.splits.val.x, p.splits.val.y, e.tta, every=e.tta_every,
+                                 grid=e.grid, from_logits=p.task.from_logits,
+                                 transform=p.preprocessor.transform)
 
 
 def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
@@ -191,8 +202,7 @@ def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
     if not p.config.monitor.activations_every:
         return None
     split = p.splits.val if len(p.splits.val) else p.splits.train
-    ds = pipeline.make(split.x[:size], split.y[:size], p.config, training=False,
-                       num_classes=p.splits.info.num_classes, preprocessor=p.preprocessor)
+    ds = p.dataset(split.x[:size], split.y[:size], training=False)
     return np.concatenate([x.numpy() for x, _ in ds])
 
 
@@ -204,16 +214,12 @@ def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
     for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         if not len(split):
             continue
-        ds = pipeline.make(split.x, split.y, cfg, training=False,
-                           num_classes=splits.info.num_classes, preprocessor=p.preprocessor)
-        loss, acc = p.model.evaluate(ds, verbose=0)
-        summary[f"{name}_loss"] = float(loss)
-        summary[f"{name}_accuracy"] = float(acc)
+        scores = p.model.evaluate(p.dataset(split.x, split.y, training=False), verbose=0,
+                                  return_dict=True)
+        summary[f"{name}_loss"] = float(scores["loss"])
+        summary[f"{name}_accuracy"] = float(scores["accuracy"])
     if cfg.evaluate.tta != "none" and len(splits.test):
-        # Full-size images: the preprocessors allowed with crops are per-channel, so
-        # cropping after preprocessing equals preprocessing the crops.
-        x = p.preprocessor.transform(splits.test.x)
-        scores = tta.evaluate(p.model, x, splits.test.y, cfg.evaluate.tta, grid=cfg.evaluate.grid)
+        scores = _tta_scores(p, splits.test)
         summary.update(test_tta_accuracy=scores["accuracy"], test_tta_loss=scores["loss"],
                        tta_mode=cfg.evaluate.tta)
     losses_seen = [float(r["loss"]) for r in rows if r.get("loss", "") != ""]
@@ -227,9 +233,26 @@ def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
         parameters=int(p.model.count_params()),
         dataset=cfg.dataset.name,
         dataset_source=splits.info.source,
+        task=p.task.describe(),
         num_train=len(splits.train), num_val=len(splits.val), num_test=len(splits.test),
     )
     return summary
+
+
+_TTA_CHUNK = 1024  # images read, preprocessed and crop-averaged at once
+
+
+def _tta_scores(p: Prepared, split: data_lib.Split) -> dict[str, float]:
+    """Crop-averaged accuracy and loss on ``split``, read chunk by chunk (streamed sources).
+
+    Full-size images: the preprocessors allowed with crops are per-channel, so cropping
+    after preprocessing equals preprocessing the crops.
+    """
+    e = p.config.evaluate
+    probs = [tta.predict(p.model, p.preprocessor.transform(split.x[i:i + _TTA_CHUNK]), e.tta,
+                         grid=e.grid, from_logits=p.task.from_logits)
+             for i in range(0, len(split), _TTA_CHUNK)]
+    return tta.scores(np.concatenate(probs), split.y)
 
 
 def _stopped_reason(losses_seen: list[float], epochs: int, planned: int) -> str:

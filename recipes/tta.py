@@ -166,7 +166,7 @@ class _CropAverager:
     """A compiled "average softmax over the views" for one model, image size and mode."""
 
     def __init__(self, model: keras.Model, image_shape: Sequence[int], mode: str,
-                 crop_size: Any, grid: int, batch_size: int):
+                 crop_size: Any, grid: int, batch_size: int, from_logits: bool = True):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -181,6 +181,7 @@ class _CropAverager:
         # Each forward pass sees at most max(batch_size, views) crops: memory stays bounded.
         self.chunk = max(1, batch_size // len(self.windows))
         self.model = model
+        self.from_logits = from_logits
         spec = tf.TensorSpec((None, *image_shape), tf.float32)
         self._fn = tf.function(self._average, input_signature=[spec])
 
@@ -188,8 +189,8 @@ class _CropAverager:
         k, h, w = len(self.windows), *self.crop_size
         v = crops(x, self.windows, self.crop_size)  # (k, b, h, w, C)
         v = tf.reshape(v, (-1, h, w, tf.shape(x)[-1]))
-        logits = tf.cast(self.model(v, training=False), tf.float32)
-        probs = tf.nn.softmax(logits, axis=-1)
+        outputs = tf.cast(self.model(v, training=False), tf.float32)
+        probs = tf.nn.softmax(outputs, axis=-1) if self.from_logits else outputs
         return tf.reduce_mean(tf.reshape(probs, (k, tf.shape(x)[0], -1)), axis=0)
 
     def __call__(self, x: Any) -> np.ndarray:
@@ -201,7 +202,7 @@ class _CropAverager:
 
 
 def predict(model: keras.Model, x: Any, mode: str = "ten_crop", *, crop_size: Any = None,
-            grid: int = 3, batch_size: int = 256) -> np.ndarray:
+            grid: int = 3, batch_size: int = 256, from_logits: bool = True) -> np.ndarray:
     """Softmax probabilities averaged over test-time crops (AlexNet, Krizhevsky et al. 2012).
 
     Args:
@@ -212,6 +213,7 @@ def predict(model: keras.Model, x: Any, mode: str = "ten_crop", *, crop_size: An
             the model takes any size); 0 = the whole image.
         grid: crops per side for ``mode="grid"`` (``evaluate.grid``).
         batch_size: images per forward pass (each image brings all its views).
+        from_logits: the model outputs logits (True) or softmax probabilities (False).
 
     Returns:
         float32 (n, num_classes) probabilities, each row summing to 1.
@@ -221,10 +223,12 @@ def predict(model: keras.Model, x: Any, mode: str = "ten_crop", *, crop_size: An
             the config field (``evaluate.tta``, ``evaluate.grid``, ``augment.crop_size``).
     """
     x = np.asarray(x, dtype=np.float32)
-    return _CropAverager(model, x.shape[1:], mode, crop_size, grid, batch_size)(x)
+    return _CropAverager(model, x.shape[1:], mode, crop_size, grid, batch_size,
+                         from_logits)(x)
 
 
-def _scores(probs: np.ndarray, y: Any) -> dict[str, float]:
+def scores(probs: np.ndarray, y: Any) -> dict[str, float]:
+    """Accuracy and mean negative log-likelihood of probabilities ``probs`` for labels ``y``."""
     y = np.asarray(y)
     if y.ndim == 2:  # one-hot (or soft) labels
         y = y.argmax(axis=-1)
@@ -238,7 +242,8 @@ def _scores(probs: np.ndarray, y: Any) -> dict[str, float]:
 
 
 def evaluate(model: keras.Model, x: Any, y: Any, mode: str = "ten_crop", *,
-             crop_size: Any = None, grid: int = 3, batch_size: int = 256) -> dict[str, float]:
+             crop_size: Any = None, grid: int = 3, batch_size: int = 256,
+             from_logits: bool = True) -> dict[str, float]:
     """Accuracy and loss of the crop-averaged predictions.
 
     Args:
@@ -249,13 +254,15 @@ def evaluate(model: keras.Model, x: Any, y: Any, mode: str = "ten_crop", *,
         crop_size: as for ``predict``.
         grid: as for ``predict``.
         batch_size: as for ``predict``.
+        from_logits: as for ``predict``.
 
     Returns:
         ``{"accuracy": ..., "loss": ...}``; loss is the mean negative log-likelihood of the
         averaged probabilities (clipped at ``keras.config.epsilon()``).
     """
-    probs = predict(model, x, mode, crop_size=crop_size, grid=grid, batch_size=batch_size)
-    return _scores(probs, y)
+    probs = predict(model, x, mode, crop_size=crop_size, grid=grid, batch_size=batch_size,
+                    from_logits=from_logits)
+    return scores(probs, y)
 
 
 class CropAveragingEval(keras.callbacks.Callback):
@@ -275,18 +282,26 @@ class CropAveragingEval(keras.callbacks.Callback):
         crop_size: as for ``predict``.
         grid: as for ``predict``.
         batch_size: as for ``predict``.
+        from_logits: as for ``predict``.
+        transform: applied to chunks of ``x_val`` before the crops (the preprocessing), so
+            ``x_val`` may be a streamed source read chunk by chunk (``recipes.sources``).
     """
 
+    CHUNK = 1024  # images transformed and evaluated at once when ``transform`` is given
+
     def __init__(self, x_val: Any, y_val: Any, mode: str = "ten_crop", every: int = 1, *,
-                 crop_size: Any = None, grid: int = 3, batch_size: int = 256):
+                 crop_size: Any = None, grid: int = 3, batch_size: int = 256,
+                 from_logits: bool = True, transform: Any = None):
         super().__init__()
         _check_mode(mode, grid)
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"every must be an integer >= 1 (epochs), got {every!r}")
-        self.x_val = np.asarray(x_val, dtype=np.float32)
-        if self.x_val.ndim != 4:
+        self.transform = transform
+        self.x_val = x_val if transform is not None else np.asarray(x_val, dtype=np.float32)
+        if len(self.x_val.shape) != 4:
             raise ValueError("CropAveragingEval needs full-size images (n, H, W, C), got shape "
-                             f"{self.x_val.shape}")
+                             f"{tuple(self.x_val.shape)}")
+        self.from_logits = from_logits
         self.y_val = y_val
         self.mode, self.every, self.grid = mode, int(every), int(grid)
         self.crop_size, self.batch_size = crop_size, batch_size
@@ -294,8 +309,10 @@ class CropAveragingEval(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         # Built once per fit: one trace of the crop-and-average graph for the whole run.
-        self._averager = _CropAverager(self.model, self.x_val.shape[1:], self.mode,
-                                       self.crop_size, self.grid, self.batch_size)
+        shape = self.x_val.shape[1:] if self.transform is None else \
+            self.transform(self.x_val[:1]).shape[1:]
+        self._averager = _CropAverager(self.model, shape, self.mode, self.crop_size,
+                                       self.grid, self.batch_size, self.from_logits)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -304,11 +321,18 @@ class CropAveragingEval(keras.callbacks.Callback):
         if (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 == last):
             if self._averager is None:
                 self.on_train_begin()
-            scores = _scores(self._averager(self.x_val), self.y_val)
+            result = scores(self._probabilities(), self.y_val)
         else:
-            scores = {"accuracy": math.nan, "loss": math.nan}
-        logs["val_tta_accuracy"] = scores["accuracy"]
-        logs["val_tta_loss"] = scores["loss"]
+            result = {"accuracy": math.nan, "loss": math.nan}
+        logs["val_tta_accuracy"] = result["accuracy"]
+        logs["val_tta_loss"] = result["loss"]
+
+    def _probabilities(self) -> np.ndarray:
+        if self.transform is None:
+            return self._averager(self.x_val)
+        n = len(self.x_val)
+        return np.concatenate([self._averager(self.transform(self.x_val[i:i + self.CHUNK]))
+                               for i in range(0, n, self.CHUNK)])
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._averager = None  # drop the traced graph (it holds the model)

@@ -103,7 +103,7 @@ ARRAY_CASES = [
     ("label-negative", dict(y=lambda y: np.where(np.arange(len(y)) == 0, -1, y)), "negative label"),
     ("float-labels", dict(y=lambda y: y + 0.5), "non-integer"),
     ("length-mismatch", dict(y=lambda y: y[:-3]), "length mismatch"),
-    ("rank-2-images", dict(x=lambda x: x.reshape(len(x), -1)), "rank"),
+    ("rank-1-inputs", dict(x=lambda x: x[:, 0, 0, 0]), "rank"),
     ("test-label-too-big", dict(y=lambda y: y + 5, split="test"), "splits.test.*outside"),
 ]
 
@@ -115,6 +115,15 @@ def test_bad_arrays_through_train_run_are_refused(tmp_path, case, change, needle
     with pytest.raises(ValueError, match=needle):
         train.run(quick(), str(workdir), splits=digits_splits(**change))
     assert not workdir.exists()
+
+
+def test_vectors_are_inputs_too(tmp_path):
+    """(N, D) rows are vectors, not a malformed image batch: they train (issue: own data)."""
+    s = data.load("digits", limit=300)
+    flat = [a.reshape(len(a), -1) for a in (s.train.x, s.test.x)]
+    summary = train.run(_quick(epochs=3), str(tmp_path / "v"),
+                        data=(flat[0], s.train.y, flat[1], s.test.y))
+    assert summary["num_train"] > 0 and summary["test_accuracy"] > 0.5
 
 
 # -- the one checker every source goes through: data.validate_arrays ----------------------
@@ -132,7 +141,7 @@ VALIDATE_CASES = [
     ("label-strings", np.zeros((6, 4, 4)), np.array(list("abcdef")), "dtype"),
     ("length-mismatch", np.zeros((5, 4, 4)), _ok_y(), "length mismatch"),
     ("empty", np.zeros((0, 4, 4)), np.zeros(0, int), "empty"),
-    ("rank-2", np.zeros((6, 16)), _ok_y(), "rank"),
+    ("rank-1", np.zeros(6), _ok_y(), "rank"),
     ("rank-5", np.zeros((6, 4, 4, 1, 1)), _ok_y(), "rank"),
     ("channels-first", np.zeros((6, 8, 8, 8)), _ok_y(), "channels"),
     ("one-class", np.zeros((6, 4, 4)), np.zeros(6, int), "one class"),

@@ -355,7 +355,9 @@ BAD_NPZ = {
         "length mismatch: 12 images but 11 labels",
     ),
     "empty": (lambda a: a.update(x_test=np.zeros((0, 5, 6)), y_test=np.zeros(0, int)), "empty"),
-    "rank 2": (lambda a: a.update(x_train=a["x_train"].reshape(12, 30)), "rank 2"),
+    # (N, D) vectors are valid inputs: what fails is train vectors beside test images.
+    "rank 2": (lambda a: a.update(x_train=a["x_train"].reshape(12, 30)),
+               r"x_test images are \(5, 6, 1\) but x_train images are \(30,\)"),
     "rank 5": (lambda a: a.update(x_train=a["x_train"][:, None, ..., None]), "rank 5"),
     "one class": (lambda a: a.update(y_train=np.zeros(12, int)), "only one class"),
     "channels first": (
@@ -394,3 +396,12 @@ def test_validate_arrays_label_range_and_shapes():
     assert x.shape == (4, 2, 2, 1) and y.shape == (4,) and y.dtype == np.int64
     with pytest.raises(ValueError, match=r"w: label 3 is outside \[0, 3\)"):
         data.validate_arrays(np.zeros((4, 2, 2)), np.array([0, 1, 2, 3]), where="w", num_classes=3)
+
+
+def test_npz_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "v.npz", x_train=rng.random((30, 7)), y_train=np.arange(30) % 3,
+             x_test=rng.random((9, 7)), y_test=np.arange(9) % 3)
+    s = data.load(f"npz:{tmp_path / 'v.npz'}", val_size=6)
+    assert s.train.x.shape == (24, 7) and s.train.x.dtype == np.float32
+    assert s.info.input_shape == (7,) and not s.info.multilabel

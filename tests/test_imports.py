@@ -20,9 +20,10 @@ PACKAGES = ("recipes", "models", "tuning")
 LAYERS = {
     "recipes.io": 1, "recipes.workdir": 1,
     "recipes.configs": 2, "recipes.cli": 2, "recipes.data": 2, "recipes.preprocessing": 2,
+    "recipes.sources": 2, "recipes.tasks": 2,
     "recipes.pipeline": 2, "recipes.optimizers": 2, "recipes.schedules": 2,
     "recipes.losses": 2, "recipes.ranges": 2, "recipes.plots": 2, "recipes.tta": 2,
-    "models": 2,
+    "models": 2, "models.registry": 2,
     "recipes.callbacks": 3, "recipes.monitors": 3,
     "recipes.prepare": 4,
     "recipes.train": 5, "recipes.sanity": 5, "recipes.lr_range": 5, "recipes.diagnose": 5,

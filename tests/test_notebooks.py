@@ -17,7 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "docs", "notebooks")
 NAMES = ("01_quickstart", "02_initialization", "03_babysitting", "04_search",
-         "05_augmentation_tta", "06_ensembles_distillation")
+         "05_augmentation_tta", "06_ensembles_distillation", "07_your_own_model")
 CPU_BUDGET_S = 60  # each quick notebook: at most a minute of the kernel's CPU time
 CELL_TIMEOUT_S = 600
 CPU_PROBE = ("import json, resource\n"
@@ -29,7 +29,7 @@ def read(name):
     return nbformat.read(os.path.join(NB_DIR, f"{name}.ipynb"), as_version=4)
 
 
-def test_the_six_notebooks_are_all_there():
+def test_the_seven_notebooks_are_all_there():
     found = sorted(f[:-6] for f in os.listdir(NB_DIR) if f.endswith(".ipynb"))
     assert found == sorted(NAMES)
 

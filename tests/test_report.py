@@ -30,6 +30,8 @@ def _context(tmp_path):
         "config": {"optimizer": {"learning_rate": 3e-4, "name": "adam"},
                    "model": {"hidden": (64, 32)}},
         "config_name": "digits_mlp",
+        "origins": {"model": "model.arch=mlp", "task": "multiclass, 3 classes, logits",
+                    "notes": []},
         "base_config": {"optimizer": {"learning_rate": 1e-3, "name": "adam"},
                         "model": {"hidden": (50,)}},
         "dataset": {"name": "digits", "source": "sklearn", "sizes": {"train": 1200, "val": 150},
@@ -83,6 +85,7 @@ def test_full_context_writes_every_figure(full):
     # one inlined PNG per figure plus the first-layer image
     assert page.count('src="data:image/png;base64,') == len(FIGURES) + 1
     assert "not run" not in page
+    assert "multiclass, 3 classes, logits" in page  # the Model section: origins
 
 
 def test_html_is_self_contained_and_escaped(full):

@@ -185,3 +185,85 @@ def test_decode_and_describe():
     d = S.describe(space)
     assert d["optimizer.learning_rate"] == {"kind": "log", "lo": 1e-6, "hi": 1e-3, "log": True}
     assert d["model.hidden"] == {"kind": "choice", "values": ["50", "100-50"]}
+
+
+# --- model.kwargs.* (a user's builder) and which fields apply to which model ---------------
+
+
+def test_kwargs_paths_are_typed_by_their_distribution():
+    text = ("model.kwargs.width=int:16:128,model.kwargs.rate=uniform:0.0:0.5,"
+            "model.kwargs.scale=log:0.001:0.1,model.kwargs.act=choice:relu|tanh,"
+            "model.kwargs.bn=choice:true|false,model.kwargs.depth=choice:2|4")
+    space = S.parse(text)
+    assert space["model.kwargs.width"] == S.IntUniform(16, 128)
+    assert space["model.kwargs.act"].values == ("relu", "tanh")
+    assert space["model.kwargs.bn"].values == (True, False)
+    assert space["model.kwargs.depth"].values == (2, 4)
+    assert S.to_string(space) == text and S.parse(S.to_string(space)) == space
+    assert S.parse("model.kwargs.p=choice:1|0.5")["model.kwargs.p"].values == (1.0, 0.5)
+    hp = S.declare(space, kt.HyperParameters())
+    assert [p.name for p in hp.space] == list(space)
+
+
+def test_kwargs_values_apply_and_decode():
+    base = configs.get("digits_mlp")
+    cfg = S.apply(base, {"model.kwargs.width": 64, "model.kwargs.bn": "true",
+                         "model.kwargs.act": "tanh"})
+    assert cfg.model.kwargs.to_dict() == {"width": 64, "bn": True, "act": "tanh"}
+    assert "width" not in base.model.kwargs  # untouched
+    assert S.decode({"model.kwargs.width": 64, "model.kwargs.bn": "false"}) == {
+        "model.kwargs.width": 64, "model.kwargs.bn": False}
+    space = S.parse("model.kwargs.width=int:16:128")
+    assert S.edge_values(space) == [("model.kwargs.width", 16), ("model.kwargs.width", 128)]
+    assert S.apply(base, dict(S.edge_values(space)[:1])).model.kwargs.width == 16
+
+
+def test_a_kwarg_set_in_the_config_takes_its_type_from_there():
+    cfg = configs.complete({"model": {"kwargs": {"width": 32, "ks": (3, 3)}}})
+    assert S.parse("model.kwargs.width=choice:16|32", cfg)["model.kwargs.width"].values == (
+        16, 32)
+    assert S.parse("model.kwargs.ks=choice:3-3|5-5", cfg)["model.kwargs.ks"].values == (
+        (3, 3), (5, 5))
+    with pytest.raises(ValueError, match="type int"):
+        S.parse("model.kwargs.width=log:1:10", cfg)
+    assert S.apply(cfg, {"model.kwargs.ks": "5-5"}).model.kwargs.ks == (5, 5)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("model.kwargs.width=choice:1|a", "mix types"),
+    ("model.kwargs.a.b=int:1:3", "one keyword argument name"),
+    ("model.kwargs=choice:a", "model.kwargs.width"),
+    ("model.kwargs.flag=choice:yes|true", "mix types"),
+])
+def test_malformed_kwargs_spaces(text, needle):
+    with pytest.raises(ValueError, match=needle):
+        S.parse(text)
+    with pytest.raises(ValueError, match="tuple-valued"):
+        S.normalize({"model.kwargs.ks": S.Choice(((3, 3), (5, 5)))})
+
+
+def test_check_applicable_refuses_fields_the_model_ignores():
+    arch = "tests.fixtures.nets:tiny"
+    with pytest.raises(ValueError) as e:
+        S.check_applicable(S.parse("optimizer.learning_rate=log:1e-4:1e-1,model.l2=log:1e-5:1"),
+                           user_model=True, arch=arch)
+    msg = str(e.value)
+    assert "model.l2 configures the built-in architectures" in msg and arch in msg
+    assert "model.kwargs.*" in msg and "regularization in your builder" in msg
+    with pytest.raises(ValueError, match="keyword argument for a user's builder.*built-in mlp"):
+        S.check_applicable("model.kwargs.width=int:16:128", user_model=False, arch="mlp")
+    with pytest.raises(ValueError, match="passed from Python"):  # a model object
+        S.check_applicable("model.kwargs.width=int:16:128", user_model=True, arch="mlp")
+    S.check_applicable("model.kwargs.width=int:16:128,train.batch_size=int:16:64",
+                       user_model=True, arch=arch)
+    S.check_applicable("model.l2=log:1e-5:1,optimizer.learning_rate=log:1e-4:1",
+                       user_model=False, arch="mlp")
+
+
+def test_user_model_fields():
+    yes = ["optimizer.learning_rate", "schedule.name", "train.batch_size",
+           "loss.label_smoothing", "augment.flip", "model.kwargs.width"]
+    no = ["model.l2", "model.hidden", "train.epochs", "loss.name", "dataset.limit"]
+    assert all(S.applies_to_user_model(p) for p in yes)
+    assert not any(S.applies_to_user_model(p) for p in no)
+    assert "model.kwargs.*" in S.USER_MODEL_FIELDS

@@ -102,6 +102,8 @@ class ConfigHyperModel(kt.HyperModel):
         epochs: epochs per trial (``train.epochs`` of every trial, unless searched).
         splits: already-loaded data, shared by all trials (None: each trial loads it).
         grid_points: values per numeric range for a grid search (None: continuous ranges).
+        model: the user's network (a ``keras.Model``, copied with fresh weights per trial,
+            or a function called per trial); None builds ``model.arch``.
 
     Attributes:
         last: the ``Outcome`` of the last trial this process trained.
@@ -109,13 +111,15 @@ class ConfigHyperModel(kt.HyperModel):
     """
 
     def __init__(self, config: Any, space: Mapping[str, space_lib.Dimension], *, epochs: int,
-                 splits: data.Splits | None = None, grid_points: int | None = None):
+                 splits: data.Splits | None = None, grid_points: int | None = None,
+                 model: Any = None):
         super().__init__(name="babysit", tunable=True)
         self.config = configs.complete(config)
         self.space = dict(space)
         self.epochs = int(epochs)
         self.splits = splits
         self.grid_points = grid_points
+        self.model = model
         self.last: Outcome | None = None
         self.last_config: ml_collections.ConfigDict | None = None
         self._prepared: train.Prepared | None = None
@@ -138,7 +142,7 @@ class ConfigHyperModel(kt.HyperModel):
         self.last = None
         cfg = self.config_for(hp.values)
         try:
-            self._prepared = train.prepare(cfg, splits=self.splits)
+            self._prepared = train.prepare(cfg, model=self.model, splits=self.splits)
             # the callbacks the config asks for, as recipes.train.run adds them (no files)
             self._callbacks = train.config_callbacks(self._prepared)
         except ValueError as e:

@@ -23,6 +23,17 @@ model.hidden=choice:50|100-50,optimizer.name=choice:adam|momentum``.
 Values are typed by the config field they replace (parsing is checked against the full
 config tree), so a misspelt path, a float range on an integer field or a word in a number
 field is a ``ValueError`` naming the fragment and the fix.
+
+``model.kwargs.NAME`` (a keyword argument of a user's builder, ``models.register`` or
+``model.arch="module:function"``) is searchable although the default tree has no such key:
+its type is the config's value when the config sets one (``model.kwargs.width=32``), else
+the distribution's: ``int:`` an int, ``log:``/``uniform:`` a float, ``choice:`` its members'
+(numbers, words, true/false; set a tuple-valued kwarg in the config first).
+
+Which fields apply to which model: ``check_applicable`` refuses ``model.*`` fields (other
+than ``model.kwargs.*``) for a *user model* — an arch other than mlp/convnet/resnet, or a
+model object passed from Python — and ``model.kwargs.*`` for the built-ins;
+``USER_MODEL_FIELDS`` lists what any model takes (a user model's default space).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Any
 import keras_tuner as kt
 import ml_collections
 
+import models
 from recipes import configs
 
 __all__ = [
@@ -54,6 +66,11 @@ __all__ = [
     "field_type",
     "from_mapping",
     "grid_points",
+    "edge_values",
+    "value_text",
+    "check_applicable",
+    "applies_to_user_model",
+    "USER_MODEL_FIELDS",
 ]
 
 _KINDS = "log:LO:HI, uniform:LO:HI, int:LO:HI[:log] or choice:A|B|C"
@@ -204,8 +221,18 @@ def _encode(v: Any) -> Any:
 
 # -- the config tree's fields ---------------------------------------------------------------
 
-def field_type(config: ml_collections.ConfigDict, path: str) -> type:
+KWARGS = "model.kwargs."  # a user's builder's keyword arguments: model.kwargs.NAME
+
+
+def field_type(config: ml_collections.ConfigDict, path: str,
+               dim: Dimension | None = None) -> type:
     """Returns the type of the field at dotted ``path`` (placeholders included).
+
+    Args:
+        config: the full config tree.
+        path: a dotted path, e.g. ``model.l2``.
+        dim: the distribution searched over ``path``; it types a ``model.kwargs.NAME`` that
+            the config does not set (see ``kwarg_type``).
 
     Raises:
         ValueError: ``path`` is not a field of the tree, naming the valid fields there.
@@ -214,6 +241,11 @@ def field_type(config: ml_collections.ConfigDict, path: str) -> type:
     if not path or any(not p for p in parts):
         raise ValueError(f"{path!r} is not a dotted config path; write e.g. "
                          "optimizer.learning_rate or model.l2")
+    if _new_kwarg(config, path):
+        if dim is None:
+            raise ValueError(f"{path} is not set in the config, so its type comes from the "
+                             f"distribution searched over it; or set {path}=VALUE")
+        return kwarg_type(path, dim)
     node = config
     for i, key in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or key not in node:
@@ -226,14 +258,84 @@ def field_type(config: ml_collections.ConfigDict, path: str) -> type:
             kind = node.get_type(key)
             if kind is ml_collections.ConfigDict or isinstance(node[key],
                                                                 ml_collections.ConfigDict):
+                first = sorted(node[key].keys())[0] if node[key].keys() else "width"
                 raise ValueError(f"{path!r} is a branch of the config, not a field; name one "
-                                 f"of its fields, e.g. {path}.{sorted(node[key].keys())[0]}")
+                                 f"of its fields, e.g. {path}.{first}")
             return kind
         node = node[key]
     raise AssertionError("unreachable")
 
 
+def _new_kwarg(config: ml_collections.ConfigDict, path: str) -> bool:
+    """Whether ``path`` is ``model.kwargs.NAME`` for a NAME the config does not set.
+
+    Raises:
+        ValueError: ``model.kwargs.A.B`` or a NAME that is no keyword argument name.
+    """
+    if not path.startswith(KWARGS):
+        return False
+    name = path[len(KWARGS):]
+    if "model" not in config or "kwargs" not in config.model:
+        return False  # not the config tree: field_type names what is missing
+    kwargs = config.model.kwargs
+    if "." in name and isinstance(kwargs, ml_collections.ConfigDict) \
+            and name.split(".")[0] in kwargs:
+        return False  # a nested value the user set: an ordinary field of the tree
+    if not name.isidentifier():
+        raise ValueError(f"{path}: model.kwargs.NAME takes one keyword argument name of your "
+                         "builder, e.g. model.kwargs.width")
+    return not isinstance(kwargs, ml_collections.ConfigDict) or name not in kwargs
+
+
+def kwarg_type(path: str, dim: Dimension) -> type:
+    """The type of a ``model.kwargs.NAME`` the config does not set, from its distribution.
+
+    ``int:`` gives int, ``log:``/``uniform:`` float, ``choice:`` its members' type (ints
+    and floats together: float).
+
+    Raises:
+        ValueError: choice members of different types, or tuples (set the kwarg in the
+            config first, so the search knows its type).
+    """
+    if isinstance(dim, IntUniform):
+        return int
+    if isinstance(dim, (LogUniform, Uniform)):
+        return float
+    kinds = {type(v) for v in dim.values}
+    if kinds <= {int, float}:
+        return float if float in kinds else int
+    if len(kinds) == 1 and kinds <= {bool, str}:
+        (kind,) = kinds
+        if kind is str and any(v.strip().lower() in ("true", "false") for v in dim.values):
+            raise ValueError(f"{path}={dim.spec()}: true/false among words is ambiguous; "
+                             "use true|false alone or other words")
+        return kind
+    if tuple in kinds or list in kinds:
+        raise ValueError(f"{path}={dim.spec()}: a tuple-valued model.kwargs needs its type "
+                         f"from the config: set {path}=(...) there first")
+    names = ", ".join(sorted(k.__name__ for k in kinds))
+    raise ValueError(f"{path}={dim.spec()}: the choices mix types ({names}); {path} is not "
+                     "in the config, so its values must share one type")
+
+
+def _loose(text: str) -> Any:
+    """A value for a ``model.kwargs.NAME`` of no known type: bool, int, float or the word."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            v = kind(text)
+        except ValueError:
+            continue
+        if kind is int or math.isfinite(v):
+            return v
+    return text
+
+
 def _default(config: ml_collections.ConfigDict, path: str) -> Any:
+    if _new_kwarg(config, path):
+        return None
     node: Any = config
     for key in path.split("."):
         node = node[key]
@@ -306,10 +408,11 @@ def normalize(space: Mapping[str, Dimension], config: Any = None) -> Space:
         else config
     out: Space = {}
     for path, dim in space.items():
-        kind = field_type(cfg, path)
         if not isinstance(dim, (LogUniform, Uniform, IntUniform, Choice)):
+            field_type(cfg, path, LogUniform(1, 2))  # an unknown path is the first problem
             raise ValueError(f"{path}: {dim!r} is not a distribution; use LogUniform, "
                              "Uniform, IntUniform or Choice")
+        kind = field_type(cfg, path, dim)
         if isinstance(dim, (LogUniform, Uniform)) and kind is not float:
             fix = ("int:LO:HI (add :log for a log range)" if kind is int
                    else "choice:A|B|C")
@@ -357,20 +460,27 @@ def parse(text: str, config: Any = None) -> Space:
         if path in space:
             raise ValueError(f"search space entry {frag!r}: {path} is given twice; keep one")
         try:
-            kind = field_type(cfg, path)
-            space[path] = _dimension(dist, kind, path, _default(cfg, path))
+            if _new_kwarg(cfg, path):  # no field to type it: the distribution types it
+                space[path] = _dimension(dist, None, path, None)
+            else:
+                space[path] = _dimension(dist, field_type(cfg, path), path,
+                                         _default(cfg, path))
         except ValueError as e:
             raise ValueError(f"search space entry {frag!r}: {e}") from None
     return normalize(space, cfg)
 
 
-def _dimension(dist: str, kind: type, path: str, default: Any) -> Dimension:
+def _dimension(dist: str, kind: type | None, path: str, default: Any) -> Dimension:
+    """One distribution; ``kind`` None: choice values typed by their text (``_loose``)."""
     name, _, rest = dist.partition(":")
     name = name.strip().lower()
     args = [a.strip() for a in rest.split(":")] if rest else []
     if name == "choice":
         if not rest.strip():
             raise ValueError("choice needs values: choice:A|B|C")
+        if kind is None:
+            return Choice(tuple(_loose(v) if v.strip() else _value(v, str, path, None)
+                                for v in rest.split("|")))
         return Choice(tuple(_value(v, kind, path, default) for v in rest.split("|")))
     if name not in ("log", "uniform", "int"):
         raise ValueError(f"unknown distribution {name!r}; use {_KINDS}")
@@ -460,8 +570,12 @@ def apply(config: Any, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """
     cfg = configs.complete(config).copy_and_resolve_references()
     for path, value in values.items():
-        kind = field_type(cfg, path)
         parts = path.split(".")
+        if _new_kwarg(cfg, path):  # a key the tree does not have yet: the value's type
+            with cfg.unlocked():
+                cfg.model.kwargs[parts[-1]] = _kwarg_value(value)
+            continue
+        kind = field_type(cfg, path)
         node = cfg
         for key in parts[:-1]:
             node = node[key]
@@ -479,9 +593,19 @@ def decode(values: Mapping[str, Any], config: Any = None) -> dict[str, Any]:
         else config
     out = {}
     for path, value in values.items():
+        if _new_kwarg(cfg, path):
+            out[path] = _kwarg_value(value)
+            continue
         kind = field_type(cfg, path)
         out[path] = _coerce(value, kind, path, _default(cfg, path))
     return out
+
+
+def _kwarg_value(value: Any) -> Any:
+    """A sampled value of an untyped kwarg: KerasTuner keeps booleans as "true"/"false"."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return tuple(value) if isinstance(value, list) else value
 
 
 def describe(space: Mapping[str, Dimension]) -> dict[str, dict[str, Any]]:
@@ -512,3 +636,68 @@ def from_mapping(space: Mapping[str, Any] | str | None, config: Any = None) -> S
         raise ValueError(f"search space must be a non-empty mapping or a string like "
                          f"{_EXAMPLE!r}, got {space!r}")
     return normalize(space, cfg)
+
+
+# -- which fields apply to which model ------------------------------------------------------
+
+#: The config paths that configure training around any model, the user's included (a
+#: ``.*`` entry covers a whole branch): a user model's search space draws from these.
+USER_MODEL_FIELDS = ("optimizer.*", "schedule.*", "train.batch_size", "loss.label_smoothing",
+                     "augment.*", "model.kwargs.*")
+
+#: model.* fields that are regularization (the message points at the builder for them).
+_REGULARIZATION = ("model.l1", "model.l2", "model.dropout", "model.max_norm")
+
+
+def applies_to_user_model(path: str) -> bool:
+    """Whether the config path ``path`` takes effect on any model (``USER_MODEL_FIELDS``)."""
+    return any(path == f or (f.endswith(".*") and path.startswith(f[:-1]))
+               for f in USER_MODEL_FIELDS)
+
+
+def check_applicable(space: Mapping[str, Any] | str, *, user_model: bool,
+                     arch: str | None = None) -> None:
+    """Refuses a space whose fields the model being searched would ignore.
+
+    A *user model* is one babysit did not build from its own architectures: a
+    ``model.arch`` other than mlp, convnet and resnet (a ``models.register`` name,
+    ``"module:function"`` or ``"file.py:function"``: ``models.is_user_arch``), or a model
+    object passed from Python. Its builder reads ``model.kwargs.*`` and nothing else under
+    ``model.*``; the built-ins read every ``model.*`` field but ``model.kwargs``.
+
+    Args:
+        space: path → distribution (or the space's text).
+        user_model: whether the model is a user model (see above).
+        arch: ``model.arch``, for the message; with ``user_model`` and a built-in name it
+            means a model object passed from Python, which takes no ``model.kwargs`` either.
+
+    Raises:
+        ValueError: naming the first field that does not apply, the reason and the fix.
+    """
+    paths = ([f.partition("=")[0].strip() for f in space.split(",")]
+             if isinstance(space, str) else list(space))
+    builtin = arch is not None and not models.is_user_arch(arch)
+    for path in paths:
+        if not path.startswith("model."):
+            continue
+        kwarg = path.startswith(KWARGS)
+        if user_model and not kwarg:
+            what = "regularization" if path in _REGULARIZATION else "it"
+            yours = (f"your model (arch={arch}) takes model.kwargs.* — or set {what} in your "
+                     "builder" if arch and not builtin else
+                     f"a model passed from Python is trained as it is — set {what} in the "
+                     f"model; search {', '.join(USER_MODEL_FIELDS[:-1])}" if builtin else
+                     f"your model takes model.kwargs.* — or set {what} in your builder")
+            raise ValueError(f"search space: {path} configures the built-in architectures "
+                             f"(mlp, convnet, resnet); {yours}")
+        if user_model and kwarg and builtin:
+            raise ValueError(f"search space: {path} is a keyword argument of a builder, but "
+                             "the model was passed from Python and is cloned as it is; "
+                             "search it with model.arch='module:function' (or a registered "
+                             "name) instead")
+        if not user_model and kwarg:
+            them = f"the built-in {arch} takes" if arch else "the built-in architectures take"
+            raise ValueError(f"search space: {path} is a keyword argument for a user's "
+                             f"builder (model.arch='module:function' or a registered name); "
+                             f"{them} model.* fields such as model.hidden, model.widths, "
+                             "model.l2 — search those instead")

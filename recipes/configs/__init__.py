@@ -134,9 +134,39 @@ def complete(config: Any) -> ml_collections.ConfigDict:
     else:
         raise ValueError(f"config must be a ConfigDict, a dict or None, got "
                          f"{type(config).__name__}: {reprlib.repr(config)}")
+    given = {k: v for k, v in given.items() if k != ORIGINS}
     _merge(full, given, "")
     _check_seeds(full)
     return full
+
+
+#: The key under which a run's ``config.json`` says what came from the user's model and what
+#: from the config; informational, and skipped when the file is read back as a config.
+ORIGINS = "origins"
+
+
+def given_paths(config: Any) -> set[str]:
+    """The dotted paths of the leaves ``config`` sets (all of them for a ConfigDict tree).
+
+    ``recipes.prepare`` keeps what the user's compiled model says for every field the
+    config does not name: ``{"optimizer": {"learning_rate": 3e-4}}`` names one field.
+    """
+    if config is None or isinstance(config, str):
+        return set()
+    tree = config.to_dict() if hasattr(config, "to_dict") else config
+    if not isinstance(tree, Mapping):
+        return set()
+    paths: set[str] = set()
+
+    def walk(node: Mapping, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping) and key not in FREE_FORM:
+                walk(value, f"{prefix}{key}.")
+            else:
+                paths.add(f"{prefix}{key}")
+
+    walk({k: v for k, v in tree.items() if k != ORIGINS}, "")
+    return paths
 
 
 def _check_seeds(cfg: ml_collections.ConfigDict) -> None:

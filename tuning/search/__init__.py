@@ -36,7 +36,7 @@ import keras
 import keras_tuner as kt
 import ml_collections
 
-from recipes import configs, data, io, train
+from recipes import configs, data, io, prepare, train
 from recipes import workdir as wd
 from recipes.ranges import EDGE_MARGIN
 from tuning import hypermodel as hm_lib
@@ -89,12 +89,13 @@ class TrialEnd:
 # -- checks before anything is written ---------------------------------------------------------
 
 def check_space_values(cfg: ml_collections.ConfigDict, space: space_lib.Space,
-                       splits: data.Splits) -> None:
+                       splits: data.Splits, *, model: Any = None) -> None:
     """Builds a run at every edge of the space before the search writes anything.
 
     Each ``choice`` member and both bounds of every range are set into the config and
     prepared (``recipes.train.prepare``: data pipeline, model, optimizer, schedule), so a bad
-    value fails now, naming it, rather than when a trial happens to draw it.
+    value fails now, naming it, rather than when a trial happens to draw it. ``model``: the
+    user's network, as the trials get it.
 
     Raises:
         ValueError: ``search.space: PATH=VALUE ...: the reason``.
@@ -103,7 +104,7 @@ def check_space_values(cfg: ml_collections.ConfigDict, space: space_lib.Space,
         if path in DATA_FIELDS:
             continue  # each trial loads its own data; data.load checks these
         try:
-            train.prepare(space_lib.apply(cfg, {path: value}), splits=splits)
+            train.prepare(space_lib.apply(cfg, {path: value}), model=model, splits=splits)
         except ValueError as e:
             raise ValueError(f"search.space: {path}={space_lib.value_text(value)} is not a "
                              f"valid value: {e}") from None
@@ -158,6 +159,7 @@ class _Run:
     margin: float
     params: list[str]
     on_trial_end: Callable[[TrialEnd], None] | None = None
+    model: Any = None  # the user's network (None: model.arch)
 
     def __post_init__(self):
         self.names = results.short_names(self.params)
@@ -213,7 +215,8 @@ class _Run:
                   ) -> list[dict[str, Any]]:
         points = space_lib.grid_points(space, stage.trials) if self.strategy == "grid" else None
         model = hm_lib.ConfigHyperModel(self.cfg, space, epochs=stage.epochs,
-                                        splits=self.splits, grid_points=points)
+                                        splits=self.splits, grid_points=points,
+                                        model=self.model)
         clock = {"start": time.time(), "ended": 0}
         oracle = tuners.make_oracle(self.strategy, max_trials=stage.trials,
                                     seed=self.seed * 1000 + index,
@@ -357,7 +360,8 @@ def search(config: Any, space: Any, trials: int, epochs: int, workdir: str, *,
            strategy: str = "random", splits: data.Splits | None = None, seed: int = 0,
            role: str | None = None, oracle: str | None = None, tuner_id: str | None = None,
            verbose: int = 1, overwrite: bool = False,
-           on_trial_end: Callable[[TrialEnd], None] | None = None) -> SearchResult:
+           on_trial_end: Callable[[TrialEnd], None] | None = None, model: Any = None,
+           data: Any = None) -> SearchResult:
     """Random (or grid) search: ``trials`` runs of ``epochs`` epochs each.
 
     Each trial applies its sampled values to a copy of ``config`` and trains the whole run
@@ -382,6 +386,8 @@ def search(config: Any, space: Any, trials: int, epochs: int, workdir: str, *,
         verbose: 0 quiet, else one lecture-format line per finished trial.
         overwrite: discard a previous search in ``workdir``.
         on_trial_end: as for :func:`coarse_to_fine`.
+        model: as for :func:`coarse_to_fine`.
+        data: as for :func:`coarse_to_fine`.
 
     Returns:
         A :class:`SearchResult`.
@@ -392,7 +398,7 @@ def search(config: Any, space: Any, trials: int, epochs: int, workdir: str, *,
     return coarse_to_fine(config, space, [Stage(trials, epochs)], keep_top=1, workdir=workdir,
                           strategy=strategy, splits=splits, seed=seed, role=role, oracle=oracle,
                           tuner_id=tuner_id, verbose=verbose, overwrite=overwrite,
-                          on_trial_end=on_trial_end)
+                          on_trial_end=on_trial_end, model=model, data=data)
 
 
 def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, workdir: str = "",
@@ -400,7 +406,8 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
                    seed: int = 0, margin: float = EDGE_MARGIN, role: str | None = None,
                    oracle: str | None = None, tuner_id: str | None = None, verbose: int = 1,
                    overwrite: bool = False,
-                   on_trial_end: Callable[[TrialEnd], None] | None = None) -> SearchResult:
+                   on_trial_end: Callable[[TrialEnd], None] | None = None, model: Any = None,
+                   data: Any = None) -> SearchResult:
     """Coarse-to-fine search: stage after stage, each range fitted around the top trials.
 
     CS231n: "first stage: only a few epochs to get a rough idea of what params work; second
@@ -427,6 +434,11 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
         on_trial_end: called with a :class:`TrialEnd` after each trial this process's
             oracle saw end (local search or chief), its results already on disk; the
             command line restarts its process from here (``tuning.cli``).
+        model: the user's network: a ``keras.Model`` (every trial trains a fresh copy,
+            ``keras.models.clone_model``) or a function returning one; None builds
+            ``model.arch``. A space naming ``model.*`` fields other than ``model.kwargs.*``
+            is refused for it (they configure the built-in networks).
+        data: the user's data (``recipes.data.from_user``'s forms), instead of ``splits``.
 
     Returns:
         A :class:`SearchResult` (empty on a worker: the chief holds the results).
@@ -436,6 +448,12 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
     """
     cfg, space, stages = _checked(config, space, stages, workdir, strategy, seed, keep_top,
                                   margin)
+    if data is not None:
+        splits = prepare.load_splits(cfg, data)
+    if model is not None or splits is not None:
+        cfg = prepare.resolve(config, model=model, splits=splits)
+    space_lib.check_applicable(space, user_model=prepare.model_source(model).is_users(cfg),
+                               arch=cfg.model.arch)
     role, host, port, tuner_id = tuners.resolve_role(role, oracle, tuner_id)
     if port is not None and port + len(stages) - 1 > 65535:
         raise ValueError(f"--oracle port {port}: stage i uses port+i-1; choose a lower port")
@@ -444,13 +462,11 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
     if role != "worker":
         request_lib.check(workdir, request, overwrite)
     if splits is None and role != "chief" and not any(p in space for p in DATA_FIELDS):
-        splits = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir or None,
-                           val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
-                           limit=cfg.dataset.limit)
+        splits = prepare.load_splits(cfg)
     if splits is not None:
-        check_space_values(cfg, space, splits)
+        check_space_values(cfg, space, splits, model=model)
     run = _Run(cfg, stages, workdir, strategy, splits, seed, verbose, role, host, port,
-               tuner_id, keep_top, margin, list(space), on_trial_end)
+               tuner_id, keep_top, margin, list(space), on_trial_end, model)
     if role == "worker":  # shares the chief's workdir: the chief holds its lock
         os.makedirs(workdir, exist_ok=True)
         return _search_in(run, space, request)
@@ -458,7 +474,7 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
 
 
 def search_step(config: Any, *, splits: data.Splits | None = None, workdir: str,
-                verbose: int = 1) -> dict[str, Any]:
+                verbose: int = 1, model: Any = None) -> dict[str, Any]:
     """The babysitting procedure's search step, driven by ``config.search``.
 
     Runs :func:`coarse_to_fine` with ``config.search.space``, ``stages``, ``keep_top``,
@@ -469,6 +485,7 @@ def search_step(config: Any, *, splits: data.Splits | None = None, workdir: str,
         splits: already-loaded data.
         workdir: the step's directory.
         verbose: 0 quiet, else a line per trial.
+        model: the user's network, as for :func:`coarse_to_fine`.
 
     Returns:
         ``{"best_config": ConfigDict, "best": {"values", "val_accuracy", ...},
@@ -480,7 +497,8 @@ def search_step(config: Any, *, splits: data.Splits | None = None, workdir: str,
     cfg = configs.complete(config)
     s = cfg.search
     res = coarse_to_fine(cfg, s.space, s.stages, keep_top=int(s.keep_top), workdir=workdir,
-                         strategy=s.strategy, splits=splits, seed=int(s.seed), verbose=verbose)
+                         strategy=s.strategy, splits=splits, seed=int(s.seed), verbose=verbose,
+                         model=model)
     return {"best_config": res.best_config, "best": res.best, "stages": res.stages,
             "edge_warnings": res.edge_warnings, "lines": res.lines,
             "search": res.diagnose_stats(), "epochs_spent": res.epochs_spent,

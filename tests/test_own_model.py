@@ -1,0 +1,200 @@
+"""The user's own network and data through every step: babysit.run(None, dir, model=, data=).
+
+Each form of outputs a user writes — softmax with sparse labels, one sigmoid unit with 0/1
+labels, several sigmoid units with 0/1 tags, logits with one-hot labels, an MSE-compiled
+classifier, a model function — goes through the whole procedure, and the initial-loss check
+expects ln C or ln 2 as the outputs say.
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from recipes import babysit, configs, lr_range, prepare, sanity, tasks, train
+
+#: A partial config: the user's compile is kept for everything it does not name.
+QUICK = {
+    "train": {"epochs": 2, "verbose": 0},
+    "monitor": {"tensorboard": False},
+    "babysit": {"lr_points": 3, "lr_min": 1e-4, "lr_max": 1e-1, "lr_epochs": 0.5},
+    "search": {"stages": "2x1", "keep_top": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))[:600]
+    x, y = x[idx], d.target[idx].astype("int64")
+    return x[:480], y[:480], x[480:], y[480:]
+
+
+def _net(units, activation, name="mine"):
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(units, activation=activation)], name=name)
+
+
+def _tags(y):
+    """Three 0/1 tags per digit: even, greater than 4, has a closed loop."""
+    return np.stack([y % 2 == 0, y > 4, np.isin(y, [0, 6, 8, 9])], axis=1).astype("float32")
+
+
+def _case(name, digits):
+    """(model, data, expected initial loss at a zero bias) for one output form."""
+    x, y, xt, yt = digits
+    if name == "softmax_sparse":
+        m = _net(10, "softmax")
+        m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+        return m, (x, y, xt, yt), math.log(10)
+    if name == "sigmoid_binary":
+        m = _net(1, "sigmoid")
+        m.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+        return m, (x, (y >= 5).astype("int64"), xt, (yt >= 5).astype("int64")), math.log(2)
+    if name == "sigmoid_multilabel":
+        m = _net(3, "sigmoid")
+        m.compile("adam", "binary_crossentropy")
+        return m, (x, _tags(y), xt, _tags(yt)), math.log(2)
+    if name == "logits_onehot":
+        m = _net(10, None)
+        m.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.TopKCategoricalAccuracy(k=2, name="top2")])
+        eye = np.eye(10, dtype="float32")
+        return m, (x, eye[y], xt, eye[yt]), math.log(10)
+    if name == "mse_classifier":
+        m = _net(10, "softmax")
+        m.compile("adam", "mse")
+        return m, (x, y, xt, yt), 0.09  # mean (1/C - onehot)^2 = (C-1)/C^2 at C=10
+    if name == "function":
+        return (lambda: _net(10, None)), (x, y, xt, yt), math.log(10)
+    raise AssertionError(name)
+
+
+FORMS = ["softmax_sparse", "sigmoid_binary", "sigmoid_multilabel", "logits_onehot",
+         "mse_classifier", "function"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_babysit_runs_every_step_on_the_users_model_and_data(form, digits, tmp_path):
+    model, data, _ = _case(form, digits)
+    before = None if not isinstance(model, keras.Model) else [w.copy() for w in
+                                                              model.get_weights()]
+    result = babysit.run(QUICK, str(tmp_path / "run"), model=model, data=data,
+                         echo=lambda s: None)
+    names = [s["name"] for s in result["steps"]]
+    assert not result["stopped"], result["steps"]
+    for step in ("initial loss", "overfit small", "learning-rate range", "search", "train",
+                 "diagnosis", "report"):
+        assert step in names, (step, names)
+    assert os.path.exists(tmp_path / "run" / "report.html")
+    assert 0.0 <= result["summary"]["test_accuracy"] <= 1.0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["origins"]["model"].startswith("keras.Model" if before else "function")
+    if before is not None:  # the user's own weights are never touched
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_initial_loss_expects_ln_c_or_ln_2_as_the_outputs_say(form, digits):
+    model, data, expected = _case(form, digits)
+    result = sanity.initial_loss(QUICK, model=model, data=data)
+    assert result.data["uniform_expected"] == pytest.approx(expected, rel=1e-3)
+    if form in ("sigmoid_binary", "sigmoid_multilabel"):
+        assert "ln 2" in result.verdict
+    elif form != "mse_classifier":
+        assert "ln(10)" in result.verdict
+
+
+def test_the_task_is_read_from_labels_outputs_and_loss(digits):
+    cases = {"softmax_sparse": ("multiclass", "sparse", False),
+             "sigmoid_binary": ("binary", "binary", False),
+             "sigmoid_multilabel": ("multilabel", "multilabel", False),
+             "logits_onehot": ("multiclass", "onehot", True),
+             "mse_classifier": ("multiclass", "onehot", False)}
+    for form, (kind, label_form, logits) in cases.items():
+        model, data, _ = _case(form, digits)
+        p = prepare.prepare(QUICK, model=model, data=data)
+        assert (p.task.kind, p.task.label_form, p.task.from_logits) == (kind, label_form,
+                                                                         logits), form
+
+
+def test_compiled_model_keeps_its_loss_optimizer_and_metrics_unless_the_config_names_them(
+        digits):
+    model, data, _ = _case("logits_onehot", digits)
+    p = prepare.prepare(QUICK, model=model, data=data)
+    assert (p.config.loss.name, p.config.optimizer.name) == ("model", "model")
+    assert p.config.optimizer.learning_rate == pytest.approx(3e-3)
+    assert type(p.model.optimizer).__name__ == "Adam"
+    assert "top2" in p.origins["metrics"]
+    assert p.model is not model  # a copy with fresh weights
+    named = prepare.prepare({**QUICK, "optimizer": {"name": "sgd", "learning_rate": 0.05}},
+                            model=model, data=data)
+    assert type(named.model.optimizer).__name__ == "SGD"
+    assert named.config.optimizer.learning_rate == 0.05
+    assert named.config.loss.name == "model"  # the loss is not named: still the model's
+    assert named.origins["optimizer"] == "config: optimizer.name=sgd"
+
+
+def test_fresh_copies_are_seeded_by_train_seed_and_never_the_users_object(digits):
+    model, data, _ = _case("softmax_sparse", digits)
+    first = prepare.prepare(QUICK, model=model, data=data).model
+    a = first.get_weights()
+    b = prepare.prepare(QUICK, model=model, data=data).model.get_weights()
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))  # seeded by train.seed
+    other = prepare.prepare({**QUICK, "train": {**QUICK["train"], "seed": 1}}, model=model,
+                            data=data).model.get_weights()
+    assert not np.array_equal(a[0], other[0])  # another seed, another initialization
+    assert first is not model and first.layers[-1] is not model.layers[-1]
+
+
+def test_lr_range_and_train_take_model_and_data(digits, tmp_path):
+    model, data, _ = _case("sigmoid_binary", digits)
+    r = lr_range.run(QUICK, model=model, data=data, lrs=[1e-3, 1e-1], epochs=0.5)
+    assert len(r.final_losses) == 2 and r.optimizer == "model"
+    summary = train.run(QUICK, str(tmp_path / "t"), model=model, data=data)
+    assert summary["task"].startswith("binary")
+    assert summary["test_accuracy"] > 0.6
+
+
+def test_bad_model_values_are_clear_errors(digits):
+    _, data, _ = _case("softmax_sparse", digits)
+    with pytest.raises(ValueError, match="model: expected a keras.Model"):
+        prepare.prepare(QUICK, model=42, data=data)
+    with pytest.raises(ValueError, match="returned a str"):
+        prepare.prepare(QUICK, model=lambda: "net", data=data)
+    with pytest.raises(ValueError, match="outputs of shape \\(7,\\) per example, but the data "
+                                         "has 10 classes"):
+        prepare.prepare(QUICK, model=_net(7, "softmax"), data=data)
+    wrong_input = keras.Sequential([keras.Input((5,)), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match="forward pass"):
+        prepare.prepare(QUICK, model=wrong_input, data=data)
+    with pytest.raises(ValueError, match="loss.name=model.*not compiled"):
+        prepare.prepare({**QUICK, "loss": {"name": "model"}}, model=_net(10, None), data=data)
+
+
+def test_a_full_config_tree_names_everything(digits):
+    """A recipe's whole tree says optimizer and loss: the model's compile gives way."""
+    model, data, _ = _case("softmax_sparse", digits)
+    cfg = configs.get("digits_mlp:quick")
+    p = prepare.prepare(cfg, model=model, data=data)
+    assert (p.config.loss.name, p.config.optimizer.name) == ("softmax", "adam")
+    assert p.task.label_form == "onehot" and not p.task.from_logits  # softmax outputs
+    assert isinstance(p.model.loss, keras.losses.CategoricalCrossentropy)
+
+
+def test_tasks_accuracy_metric_matches_the_targets():
+    t = tasks.Task("binary", 2, 1, "linear", "binary")
+    assert tasks.accuracy_metric(t).threshold == 0.0
+    t = tasks.Task("multilabel", 3, 3, "sigmoid", "multilabel")
+    assert tasks.accuracy_metric(t).threshold == 0.5
+    t = tasks.Task("multiclass", 10, 10, "softmax", "sparse")
+    assert isinstance(tasks.accuracy_metric(t), keras.metrics.SparseCategoricalAccuracy)
