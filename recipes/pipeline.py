@@ -692,6 +692,9 @@ def _evaluation_batches(x: np.ndarray | sources.Images, labels: np.ndarray,
 
     if sources.is_lazy(x):  # no cache: it would end up holding every example
         pairs = tf.data.Dataset.zip((x.dataset(), tf.data.Dataset.from_tensor_slices(labels)))
-        return pairs.batch(batch).map(evaluate, **_PARALLEL)
+        # A stream's length is unknown to tf.data but known here (its labels were read):
+        # said, Keras sizes the epoch up front instead of running into the end of the data.
+        known = tf.data.experimental.assert_cardinality(math.ceil(len(labels) / batch))
+        return pairs.batch(batch).apply(known).map(evaluate, **_PARALLEL)
     ds = tf.data.Dataset.from_tensor_slices((x, labels))
     return ds.batch(batch).map(evaluate, **_PARALLEL).cache()

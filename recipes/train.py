@@ -234,6 +234,7 @@ def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
         dataset=cfg.dataset.name,
         dataset_source=splits.info.source,
         task=p.task.describe(),
+        class_names=list(splits.info.class_names),  # output i is class_names[i]
         num_train=len(splits.train), num_val=len(splits.val), num_test=len(splits.test),
     )
     return summary

@@ -198,3 +198,103 @@ def test_tasks_accuracy_metric_matches_the_targets():
     assert tasks.accuracy_metric(t).threshold == 0.5
     t = tasks.Task("multiclass", 10, 10, "softmax", "sparse")
     assert isinstance(tasks.accuracy_metric(t), keras.metrics.SparseCategoricalAccuracy)
+
+
+_BUILT_WIDTHS = []  # every width the registered builder below was called with
+
+
+def _width_net(cfg, input_shape, num_classes, width=8):
+    _BUILT_WIDTHS.append(width)
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(width, activation="relu", name="hidden"),
+                             keras.layers.Dense(num_classes)])
+
+
+def test_the_search_tunes_a_registered_builders_kwargs(digits, tmp_path):
+    import models
+    import tuning
+
+    models.register("own_model_test_width", _width_net)
+    cfg = {**QUICK, "model": {"arch": "own_model_test_width", "kwargs": {"width": 8}}}
+    result = tuning.search(cfg, "model.kwargs.width=choice:4|16", trials=6, epochs=1,
+                           workdir=str(tmp_path / "s"), data=digits, verbose=0)
+    widths = {r["values"]["model.kwargs.width"] for r in result.trials}
+    assert widths == {4, 16}
+    assert {4, 16} <= set(_BUILT_WIDTHS)  # the trials' values reached the builder
+    assert result.best_config.model.kwargs.width in (4, 16)
+    with pytest.raises(ValueError, match="model.l2"):
+        tuning.search(cfg, "model.l2=log:1e-6:1e-2", trials=1, epochs=1,
+                      workdir=str(tmp_path / "refused"), data=digits, verbose=0)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_generator_backed_dataset_pair_is_streamed_through_babysit(digits, tmp_path):
+    """Two tf.data datasets from generators: never read into one array, every step runs."""
+    import tensorflow as tf
+
+    x, y, xt, yt = digits
+
+    def stream(xs, ys):
+        def gen():
+            yield from zip(xs, ys)
+        spec = (tf.TensorSpec((8, 8, 1), tf.float32), tf.TensorSpec((), tf.int64))
+        return tf.data.Dataset.from_generator(gen, output_signature=spec)
+
+    result = babysit.run(QUICK, str(tmp_path / "g"), model=_net(10, None),
+                         data=(stream(x, y), stream(xt, yt)), echo=lambda s: None)
+    assert not result["stopped"], result["steps"]
+    p = prepare.prepare(QUICK, model=_net(10, None), data=(stream(x, y), stream(xt, yt)))
+    assert not isinstance(p.splits.train.x, np.ndarray)  # lazy: read as training goes
+    assert len(p.splits.train) + len(p.splits.val) == len(x)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_png_folder(root, x, y, names):
+    """``root/<class name>/<i>.png`` of 8-bit grey images (the folder: layout)."""
+    for i, (image, label) in enumerate(zip(x, y)):
+        directory = root / names[label]
+        directory.mkdir(parents=True, exist_ok=True)
+        keras.utils.save_img(directory / f"{i:04d}.png",
+                             (image * 255).round().astype("uint8"), scale=False)
+
+
+def test_cli_babysits_a_folder_of_pngs_with_a_module_function_model(digits, tmp_path):
+    """Done-when of the own-model issue: folder: + model.arch=module:function, every step."""
+    import subprocess
+    import sys
+
+    x, y, _, _ = digits
+    names = [f"digit_{d}" for d in range(10)]
+    _write_png_folder(tmp_path / "images", x[:300], y[:300], names)
+    config = tmp_path / "my_config.py"
+    config.write_text(
+        "from recipes.configs import base\n\n"
+        "def get_config(arg=None):\n"
+        "    c = base.get_config()\n"
+        f"    c.dataset.name = 'folder:{tmp_path / 'images'}'\n"
+        "    c.model.arch = 'tests.fixtures.nets:tiny'\n"
+        "    c.model.kwargs = {'width': 32}\n"
+        "    c.train.epochs = 2\n"
+        "    c.train.verbose = 0\n"
+        "    c.monitor.tensorboard = False\n"
+        "    c.babysit.lr_points = 5\n"
+        "    c.babysit.lr_epochs = 2.0\n"
+        "    c.search.stages = '2x1'\n"
+        "    return c\n")
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "recipes.babysit", f"--config={config}",
+                           f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((workdir / "babysit.json").read_text())
+    assert not result["stopped"], result["steps"]
+    assert [s["name"] for s in result["steps"]][-1] == "report"
+    assert (workdir / "report.html").exists()
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["class_names"] == names  # the folder names, sorted, saved with the run
+    assert summary["num_train"] + summary["num_val"] + summary["num_test"] == 300
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["origins"]["model"] == "model.arch=tests.fixtures.nets:tiny"
+    assert keras.saving.load_model(workdir / "model.keras").get_layer("hidden").units == 32
