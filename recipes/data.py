@@ -56,7 +56,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from recipes import sources
+from recipes import readers, sources
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -891,10 +891,10 @@ def load(
     elif name.startswith("npz:") and len(name) > 4:
         train, test, info = _npz(name[4:])
     elif name.startswith("folder:") and len(name) > 7:
-        train, test, info = _lazy_source(name, sources.folder(name[7:], **lazy_options),
+        train, test, info = _lazy_source(name, readers.folder(name[7:], **lazy_options),
                                          test_size)
     elif name.startswith("tfds:") and len(name) > 5:
-        source = sources.tfds_source(name[5:], data_dir=data_dir or None, **lazy_options)
+        source = readers.tfds_source(name[5:], data_dir=data_dir or None, **lazy_options)
         train, test, info = _lazy_source(name, source, test_size)
     else:
         raise ValueError(f"dataset.name={name!r} is not a dataset; valid names: {', '.join(NAMES)}")
@@ -932,7 +932,7 @@ def _carve_test(train: Split, test_size: object, field: str) -> tuple[Split, Spl
                   f"; use a larger or smaller {field} (a fraction in (0, 1) or a count)")
 
 
-def _lazy_source(name: str, source: sources.Source, test_size: object
+def _lazy_source(name: str, source: readers.Source, test_size: object
                  ) -> tuple[Split, Split, DatasetInfo]:
     """Checks a lazy source's splits (shapes, labels) and carves its test split if needed."""
     c = len(source.class_names)

@@ -20,7 +20,7 @@ PACKAGES = ("recipes", "models", "tuning")
 LAYERS = {
     "recipes.io": 1, "recipes.workdir": 1,
     "recipes.configs": 2, "recipes.cli": 2, "recipes.data": 2, "recipes.preprocessing": 2,
-    "recipes.sources": 2, "recipes.tasks": 2,
+    "recipes.sources": 2, "recipes.readers": 2, "recipes.tasks": 2,
     "recipes.pipeline": 2, "recipes.optimizers": 2, "recipes.schedules": 2,
     "recipes.losses": 2, "recipes.ranges": 2, "recipes.plots": 2, "recipes.tta": 2,
     "models": 2, "models.registry": 2,
