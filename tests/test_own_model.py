@@ -298,3 +298,43 @@ def test_cli_babysits_a_folder_of_pngs_with_a_module_function_model(digits, tmp_
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["origins"]["model"] == "model.arch=tests.fixtures.nets:tiny"
     assert keras.saving.load_model(workdir / "model.keras").get_layer("hidden").units == 32
+
+
+def test_crops_ensembles_and_distillation_read_softmax_outputs(digits, tmp_path):
+    """A user's softmax outputs are probabilities: crops, ensembles and distillation say so."""
+    from recipes import distill, ensemble
+
+    x, y, xt, yt = digits
+    crop = {**QUICK, "augment": {"crop_size": 6}, "evaluate": {"tta": "five_crop"}}
+    net = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(32, activation="relu"),
+                            keras.layers.Dense(10, activation="softmax")])
+    net.compile("adam", "sparse_categorical_crossentropy")
+    crop.update(train={"epochs": 15, "verbose": 0}, optimizer={"learning_rate": 1e-2})
+    summary = train.run(crop, str(tmp_path / "c"), model=net, data=digits)
+    assert summary["test_accuracy"] > 0.6
+    assert abs(summary["test_tta_accuracy"] - summary["test_accuracy"]) < 0.1
+    # Log-likelihoods of probabilities: a softmax over softmax outputs (values in [0, 1])
+    # would cap p(true) at e / (e + 9), a loss of at least 1.46 whatever the accuracy.
+    assert summary["test_tta_loss"] < 1.2  # softmax of probabilities: >= -ln(e/(e+9)) = 1.46
+
+    members = []
+    for seed in (0, 1):
+        m = _net(10, "softmax")
+        m.compile("adam", "sparse_categorical_crossentropy")
+        p = prepare.prepare({**QUICK, "train": {"epochs": 10, "seed": seed},
+                             "optimizer": {"learning_rate": 1e-2}}, model=m, data=digits)
+        p.model.fit(p.train_ds, epochs=10, verbose=0)
+        members.append(p.model)
+    scores = ensemble.evaluate(members, p.preprocessor(xt), yt)
+    probs = ensemble.predict(members, p.preprocessor(xt))
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert scores["loss"] < 1.2 and scores["accuracy"] > 0.6  # double softmax: >= 1.46
+
+    student = _net(10, "softmax", name="student")
+    d = distill.Distiller(members[0], student, temperature=4.0, alpha=0.5)
+    d.compile(keras.optimizers.Adam(3e-3))
+    onehot = np.eye(10, dtype="float32")
+    history = d.fit(p.preprocessor(x), onehot[y], epochs=3, verbose=0, batch_size=64)
+    losses = history.history["distillation_loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
