@@ -315,6 +315,11 @@ def _loss(cfg: ml_collections.ConfigDict, task: tasks.Task, compiled: dict | Non
     return losses.get(cfg.loss, task.num_classes)
 
 
+#: The user's metrics the run's own ``accuracy`` replaces (the same number under one name).
+_ACCURACY_NAMES = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy",
+                   "binary_accuracy")
+
+
 def _user_metrics(compiled: dict | None) -> list[Any]:
     """The user's compiled metrics, fresh, less any accuracy (the run adds its own)."""
     specs = (compiled or {}).get("metrics") or []
@@ -322,8 +327,7 @@ def _user_metrics(compiled: dict | None) -> list[Any]:
         return []  # per-output metric dicts: a single-output classifier has none
     out = []
     for spec in specs:
-        name = tasks.loss_name(spec)
-        if name in ("accuracy", "acc") or name.endswith("_accuracy"):
+        if tasks.loss_name(spec) in _ACCURACY_NAMES:
             continue
         try:
             out.append(keras.saving.deserialize_keras_object(spec) if isinstance(spec, dict)

@@ -67,7 +67,8 @@ def _case(name, digits):
         m = _net(10, None)
         m.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.CategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.TopKCategoricalAccuracy(k=2, name="top2")])
+                  metrics=[keras.metrics.TopKCategoricalAccuracy(k=2),
+                           keras.metrics.CategoricalAccuracy()])
         eye = np.eye(10, dtype="float32")
         return m, (x, eye[y], xt, eye[yt]), math.log(10)
     if name == "mse_classifier":
@@ -134,7 +135,10 @@ def test_compiled_model_keeps_its_loss_optimizer_and_metrics_unless_the_config_n
     assert (p.config.loss.name, p.config.optimizer.name) == ("model", "model")
     assert p.config.optimizer.learning_rate == pytest.approx(3e-3)
     assert type(p.model.optimizer).__name__ == "Adam"
-    assert "top2" in p.origins["metrics"]
+    # a top-k accuracy is kept; a plain one gives way to the run's own "accuracy"
+    assert p.origins["metrics"] == ["accuracy", "top_k_categorical_accuracy"]
+    assert "top_k_categorical_accuracy" in p.model.evaluate(p.val_ds, verbose=0,
+                                                             return_dict=True)
     assert p.model is not model  # a copy with fresh weights
     named = prepare.prepare({**QUICK, "optimizer": {"name": "sgd", "learning_rate": 0.05}},
                             model=model, data=data)
