@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -210,12 +211,33 @@ def load_splits(cfg: ml_collections.ConfigDict, splits: Any = None) -> data.Spli
                      test_size=d.test_size)
 
 
+#: Statistics fitted on a streamed source, per source object and options: one pass over
+#: a folder of images serves every run of a procedure (checks, lr range, search trials).
+_STREAMED_FITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def fit_preprocessor(cfg: ml_collections.ConfigDict, x: Any,
                      method: str | None = None) -> preprocessing.Preprocessor:
-    """``dataset.preprocess`` (or ``method``) fitted on the training images ``x`` only."""
-    return preprocessing.fit(x, method or cfg.dataset.preprocess,
-                             pca_components=cfg.dataset.pca_components,
-                             zca_epsilon=cfg.dataset.zca_epsilon)
+    """``dataset.preprocess`` (or ``method``) fitted on the training images ``x`` only.
+
+    A streamed ``x`` (``recipes.sources``) is read once per method and options; later calls
+    get a new Preprocessor of the same statistics.
+    """
+    d = cfg.dataset
+    method = method or d.preprocess
+
+    def fit() -> preprocessing.Preprocessor:
+        return preprocessing.fit(x, method, pca_components=d.pca_components,
+                                 zca_epsilon=d.zca_epsilon)
+
+    if not data.is_lazy(x):
+        return fit()
+    fits = _STREAMED_FITS.setdefault(x, {})
+    key = (method, float(d.pca_components), float(d.zca_epsilon))
+    if key not in fits:
+        fits[key] = fit()
+    pre = fits[key]
+    return preprocessing.Preprocessor(pre.method, pre.params, pre.input_shape, pre.options)
 
 
 def compile_model(model: keras.Model, cfg: ml_collections.ConfigDict, *, num_classes: int,

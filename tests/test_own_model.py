@@ -342,3 +342,24 @@ def test_crops_ensembles_and_distillation_read_softmax_outputs(digits, tmp_path)
     history = d.fit(p.preprocessor(x), onehot[y], epochs=3, verbose=0, batch_size=64)
     losses = history.history["distillation_loss"]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_a_streamed_source_is_read_once_for_its_statistics(digits, tmp_path, monkeypatch):
+    """Every run of a procedure on one folder shares one streamed pass of preprocessing.fit."""
+    from recipes import data, preprocessing
+
+    x, y, _, _ = digits
+    _write_png_folder(tmp_path / "images", x[:200], y[:200], [str(d) for d in range(10)])
+    splits = data.load(f"folder:{tmp_path / 'images'}")
+    calls = []
+    real_fit = preprocessing.fit
+    monkeypatch.setattr(preprocessing, "fit", lambda *a, **k: calls.append(1) or
+                        real_fit(*a, **k))
+    first = prepare.prepare(QUICK, splits=splits)
+    second = prepare.prepare(QUICK, splits=splits)
+    assert len(calls) == 1
+    assert second.preprocessor is not first.preprocessor  # a new object, the same numbers
+    assert all(np.array_equal(first.preprocessor.params[k], second.preprocessor.params[k])
+               for k in first.preprocessor.params)
+    prepare.prepare({**QUICK, "dataset": {"preprocess": "per_channel_mean"}}, splits=splits)
+    assert len(calls) == 2  # another method: another pass
