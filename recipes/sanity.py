@@ -590,7 +590,8 @@ def gradient_check(model_or_config: Any, *, splits: data.Splits | None = None,
                    input_shape: Sequence[int] | None = None, num_classes: int | None = None,
                    loss: keras.losses.Loss | None = None, batch: int = 4,
                    per_weight: int = 3, step: float = GRAD_STEP,
-                   threshold: float = GRAD_THRESHOLD, seed: int = 0) -> CheckResult:
+                   threshold: float = GRAD_THRESHOLD, seed: int = 0,
+                   data: Any = None) -> CheckResult:
     """Analytic vs numeric (central-difference) gradients on random parameters, in float64.
 
     Lecture "Neural Networks 3", gradient checks: use the centered formula, double
@@ -616,12 +617,13 @@ def gradient_check(model_or_config: Any, *, splits: data.Splits | None = None,
         step: h of the central difference.
         threshold: largest relative error that passes.
         seed: picks the entries and the random batch.
+        data: the user's data (``recipes.data.from_user``'s forms), as ``splits``.
 
     Returns:
         A CheckResult; ``measured`` is the largest relative error, ``expected`` the threshold.
     """
     model, loss_cfg, input_shape, num_classes = _gradient_check_model(
-        model_or_config, splits, input_shape, num_classes)
+        model_or_config, _data(data, splits), input_shape, num_classes)
     shape = tuple(input_shape or model.input_shape[1:])
     n_cls = int(num_classes or model.output_shape[-1])
     rng = np.random.default_rng(seed)

@@ -363,3 +363,21 @@ def test_a_streamed_source_is_read_once_for_its_statistics(digits, tmp_path, mon
                for k in first.preprocessor.params)
     prepare.prepare({**QUICK, "dataset": {"preprocess": "per_channel_mean"}}, splits=splits)
     assert len(calls) == 2  # another method: another pass
+
+
+def test_every_sanity_check_takes_data(digits):
+    """recipes.sanity.*: data= everywhere, and a multi-label task on the built-in network."""
+    x, y, xt, yt = digits
+    tags = (x[:, :, :, 0].mean(axis=(1, 2))[:, None] > np.array([0.25, 0.3, 0.35])).astype(
+        "float32")
+    assert 0.1 < tags.mean() < 0.9
+    data = (x, tags, xt, (xt[:, :, :, 0].mean(axis=(1, 2))[:, None]
+                          > np.array([0.25, 0.3, 0.35])).astype("float32"))
+    result = sanity.initial_loss(QUICK, data=data)
+    assert "ln 2" in result.verdict and result.passed
+    check = sanity.gradient_check(QUICK, data=digits)
+    assert check.passed and check.data["entries"]
+    results = sanity.run_all(QUICK, data=digits, model=_net(10, None),
+                             checks=["initial_loss", "regularization_raises_loss"])
+    assert [r.name for r in results] == ["initial_loss", "regularization_raises_loss"]
+    assert results[1].passed is None  # a user's network: model.l2 cannot reach it
