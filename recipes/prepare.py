@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -473,7 +474,8 @@ def prepare(config: Any, *, model: Any = None, data: Any = None,
     multi_worker = isinstance(run_strategy, tf.distribute.MultiWorkerMirroredStrategy)
     with run_strategy.scope():
         built, compiled = source.build(cfg, input_shape, num_classes)
-        task = tasks.infer(built, num_classes=num_classes,
+        units = None if multi_worker else _check_forward(built, input_shape, source, cfg)
+        task = tasks.infer(built, num_classes=num_classes, units=units,
                            multilabel=getattr(loaded.info, "multilabel", False),
                            loss=model_loss(cfg, compiled))
         if cfg.evaluate.tta != "none" and task.kind != tasks.MULTICLASS:
@@ -492,8 +494,6 @@ def prepare(config: Any, *, model: Any = None, data: Any = None,
         if multi_worker:
             _build_before_fit(built, p.train_ds)
     notes = _fit_monitors(cfg, built, source) + _unused_model_fields(cfg, source)
-    if not multi_worker:
-        _check_forward(built, p.train_ds, source, cfg)
     p.origins = origins(cfg, source, compiled, task, notes)
     return p
 
@@ -541,26 +541,49 @@ def _check_numbers(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.verbose must be 0, 1 or 2, got {t.verbose}")
 
 
-def _check_forward(model: keras.Model, train_ds: tf.data.Dataset, source: ModelSource,
-                   cfg: ml_collections.ConfigDict) -> None:
+def _check_forward(model: keras.Model, input_shape: tuple, source: ModelSource,
+                   cfg: ml_collections.ConfigDict) -> int | None:
     """Runs the model once on two zero examples, before any file is written.
 
+    Also builds a model given without an ``Input`` (``keras.Sequential([Dense, ...])``), so
+    its outputs are known.
+
+    Returns:
+        The output's last dimension (None for variable-size inputs: fit will tell).
+
     Raises:
-        ValueError: the forward pass fails (a shape or dtype the model does not take).
+        ValueError: the model takes another input shape, or the forward pass fails.
     """
-    spec = train_ds.element_spec[0]
-    if any(d is None for d in spec.shape[1:]):
-        return  # variable-size inputs: the first batch of fit will tell
-    x = tf.zeros((2, *spec.shape[1:]), spec.dtype)  # zeros: no random state is consumed
+    shape = tuple(int(d) for d in input_shape)
+    what = f"model.arch={model.name}" if source.kind == "config" else \
+        f"model ({source.describe(cfg).split(';')[0]})"
+    expected = _declared_input(model)
+    if expected is not None and (len(expected) != len(shape) or any(
+            e not in (None, s) for e, s in zip(expected, shape))):
+        raise ValueError(f"{what}: takes inputs of shape {expected} per example, but the data's "
+                         f"examples have shape {shape}; give the model keras.Input({shape}) "
+                         "(add keras.layers.Flatten() first to feed images to Dense layers)")
+    x = tf.zeros((2, *shape), tf.float32)  # zeros: no random state is consumed
     try:
-        model(x, training=False)
+        out = model(x, training=False)
     except Exception as e:  # noqa: BLE001 - a shape or dtype error from any layer
-        what = f"model.arch={model.name}" if source.kind == "config" else \
-            f"model ({source.describe(cfg).split(';')[0]})"
+        text = re.sub(r"\[[\[\]\s0-9.e+-]{40,}\]", "[...]", " ".join(str(e).split()))
         raise ValueError(f"{what}: a forward pass on a batch of shape {tuple(x.shape)} failed "
-                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); the data's "
-                         f"examples have shape {tuple(spec.shape[1:])}: make the model's input "
-                         "take it") from None
+                         f"({type(e).__name__}: {text[:300]}); check the model's layers "
+                         "against examples of that shape") from None
+    out = out[0] if isinstance(out, list | tuple) else out
+    return int(out.shape[-1])
+
+
+def _declared_input(model: keras.Model) -> tuple | None:
+    """One example's shape as the model declares it (None: not declared, e.g. no Input)."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list):
+        return None  # several inputs: the forward pass will tell
+    return tuple(shape[1:]) if shape is not None else None
 
 
 def _check_tta(cfg: ml_collections.ConfigDict, input_shape: tuple) -> None:

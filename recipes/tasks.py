@@ -49,7 +49,7 @@ class Task:
 
     def describe(self) -> str:
         """One line for a report: ``multiclass, 10 classes, softmax probabilities, one-hot``."""
-        what = {MULTICLASS: f"{self.num_classes} classes", BINARY: "one sigmoid unit, 0/1",
+        what = {MULTICLASS: f"{self.num_classes} classes", BINARY: "one output unit, 0/1 labels",
                 MULTILABEL: f"{self.num_classes} independent 0/1 labels"}[self.kind]
         outs = "logits" if self.from_logits else f"{self.activation} probabilities"
         return f"{self.kind}, {what}, {outs}, {self.label_form} targets"
@@ -108,7 +108,7 @@ def loss_from_logits(loss: Any) -> bool | None:
 
 
 def infer(model: keras.Model, *, num_classes: int, multilabel: bool = False,
-          loss: Any = None) -> Task:
+          loss: Any = None, units: int | None = None) -> Task:
     """The task of ``model`` on labels of ``num_classes`` classes (or ``multilabel`` tags).
 
     Decided from the labels, not the loss: a classifier compiled with a regression loss (MSE
@@ -119,6 +119,8 @@ def infer(model: keras.Model, *, num_classes: int, multilabel: bool = False,
         num_classes: C, the classes of the labels (K tags when ``multilabel``).
         multilabel: the labels are (N, K) 0/1 tags.
         loss: the user's compiled loss (serialized or an object), or None for the config's.
+        units: the output's width when known from a forward pass (a subclassed model has no
+            symbolic outputs); default read from the model.
 
     Returns:
         The Task; its ``label_form`` is ``sparse`` only for a sparse loss.
@@ -126,7 +128,8 @@ def infer(model: keras.Model, *, num_classes: int, multilabel: bool = False,
     Raises:
         ValueError: the output units fit neither C classes nor one sigmoid unit.
     """
-    units, act = output_units(model), output_activation(model)
+    units = output_units(model) if units is None else int(units)
+    act = output_activation(model)
     if multilabel:
         kind, form = MULTILABEL, "multilabel"
         if units != num_classes:

@@ -178,9 +178,15 @@ def test_bad_model_values_are_clear_errors(digits):
     with pytest.raises(ValueError, match="outputs of shape \\(7,\\) per example, but the data "
                                          "has 10 classes"):
         prepare.prepare(QUICK, model=_net(7, "softmax"), data=data)
-    wrong_input = keras.Sequential([keras.Input((5,)), keras.layers.Dense(10)])
-    with pytest.raises(ValueError, match="forward pass"):
+    wrong_input = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(64,\) per example, but the "
+                                         r"data's examples have shape \(8, 8, 1\)"):
         prepare.prepare(QUICK, model=wrong_input, data=data)
+    no_flatten = keras.Sequential([keras.layers.Conv1D(4, 3), keras.layers.Flatten(),
+                                   keras.layers.Dense(10)])  # Conv1D takes (steps, channels)
+    with pytest.raises(ValueError, match="forward pass on a batch of shape") as e:
+        prepare.prepare(QUICK, model=no_flatten, data=data)
+    assert len(str(e.value)) < 600  # no tensor dump
     with pytest.raises(ValueError, match="loss.name=model.*not compiled"):
         prepare.prepare({**QUICK, "loss": {"name": "model"}}, model=_net(10, None), data=data)
 
@@ -381,3 +387,26 @@ def test_every_sanity_check_takes_data(digits):
                              checks=["initial_loss", "regularization_raises_loss"])
     assert [r.name for r in results] == ["initial_loss", "regularization_raises_loss"]
     assert results[1].passed is None  # a user's network: model.l2 cannot reach it
+
+
+class Subclassed(keras.Model):
+    """A subclassed model: no symbolic outputs, and clone_model cannot copy it."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat, self.out = keras.layers.Flatten(), keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.out(self.flat(x))
+
+
+def test_models_as_people_write_them_without_input_or_subclassed(digits, tmp_path):
+    no_input = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                                 keras.layers.Dense(10, activation="softmax")])
+    no_input.compile("adam", "sparse_categorical_crossentropy")
+    p = prepare.prepare(QUICK, model=no_input, data=digits)
+    assert (p.task.outputs, p.task.activation) == (10, "softmax")
+    summary = train.run(QUICK, str(tmp_path / "sub"), model=Subclassed, data=digits)
+    assert summary["task"].startswith("multiclass, 10 classes, logits")
+    with pytest.raises(ValueError, match="pass a function that builds it"):
+        prepare.prepare(QUICK, model=Subclassed(), data=digits)
