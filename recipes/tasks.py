@@ -70,6 +70,9 @@ def output_activation(model: keras.Model) -> str:
     layer = output_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
+    op = type(layer).__name__.lower()  # keras.ops.softmax(x) / sigmoid(x): an op, no layer
+    if op in PROBABILITY_ACTIVATIONS:
+        return op
     act = getattr(layer, "activation", None)
     if act is None:
         return "linear"

@@ -410,3 +410,17 @@ def test_models_as_people_write_them_without_input_or_subclassed(digits, tmp_pat
     assert summary["task"].startswith("multiclass, 10 classes, logits")
     with pytest.raises(ValueError, match="pass a function that builds it"):
         prepare.prepare(QUICK, model=Subclassed(), data=digits)
+
+
+def test_output_activation_of_layers_and_ops():
+    inputs = keras.Input((4,))
+    logits = keras.layers.Dense(3)(inputs)
+    cases = {"softmax": keras.activations.softmax(logits),  # an op, not a layer
+             "sigmoid": keras.ops.sigmoid(keras.layers.Dense(1)(inputs)),
+             "linear": logits}
+    for name, out in cases.items():
+        assert tasks.output_activation(keras.Model(inputs, out)) == name
+    assert tasks.output_activation(keras.Sequential([
+        inputs, keras.layers.Dense(3), keras.layers.Softmax()])) == "softmax"
+    assert tasks.output_activation(keras.Sequential([
+        inputs, keras.layers.Dense(3), keras.layers.Activation("sigmoid")])) == "sigmoid"
