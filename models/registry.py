@@ -224,16 +224,29 @@ def _describe(e: BaseException, where: str = "") -> str:
 # -- calling a builder -------------------------------------------------------------------
 
 def call_builder(fn: Builder, arch: str, cfg: Mapping, input_shape: Sequence[int],
-                 num_classes: int, kwargs: Mapping[str, Any]) -> keras.Model:
+                 num_classes: int, kwargs: Mapping[str, Any], *,
+                 label: str | None = None) -> keras.Model:
     """``fn(cfg, input_shape, num_classes, **kwargs)``, checked; its model as it returned it.
 
-    A model the builder compiled stays compiled.
+    A function that cannot take those three but takes no arguments at all (``make()``, a
+    ``lambda: model``) is called as ``fn()``. A model the builder compiled stays compiled.
+
+    Args:
+        fn: the builder.
+        arch: its ``model.arch`` (for the messages).
+        cfg: the model branch, passed as a plain dict.
+        input_shape: one example's shape.
+        num_classes: C.
+        kwargs: ``model.kwargs``.
+        label: what the messages name instead of ``model.arch=ARCH`` (e.g. ``model=make``
+            for a function given from Python).
 
     Raises:
         ValueError: a keyword argument the builder does not take (naming it and the
             signature), the builder raising (type and message), or a result that is not a
-            ``keras.Model``; each names ``model.arch``.
+            ``keras.Model``; each names ``model.arch`` (or ``label``).
     """
+    what = label or f"model.arch={arch!r}"
     args = (dict(cfg), tuple(input_shape), int(num_classes))
     try:
         signature = inspect.signature(fn)
@@ -243,18 +256,28 @@ def call_builder(fn: Builder, arch: str, cfg: Mapping, input_shape: Sequence[int
         try:
             signature.bind(*args, **kwargs)
         except TypeError as e:
-            raise ValueError(f"model.arch={arch!r}: {_bind_problem(e, kwargs)}; "
-                             f"{_qualname(fn)}{signature} (builders take "
-                             "(cfg, input_shape, num_classes, **model.kwargs))") from None
+            if kwargs or not _binds_nothing(signature):
+                raise ValueError(f"{what}: {_bind_problem(e, kwargs)}; "
+                                 f"{_qualname(fn)}{signature} (builders take "
+                                 "(cfg, input_shape, num_classes, **model.kwargs))") from None
+            args = ()
     try:
         model = fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - a user's builder: one line, not a traceback
-        raise ValueError(f"model.arch={arch!r}: the builder {_qualname(fn)} raised "
-                         f"{_describe(e)}") from e
+        raise ValueError(f"{what}: the builder {_qualname(fn)} raised {_describe(e)}") from e
     if not isinstance(model, keras.Model):
-        raise ValueError(f"model.arch={arch!r}: {_qualname(fn)} returned a "
+        raise ValueError(f"{what}: {_qualname(fn)} returned a "
                          f"{type(model).__name__}; a builder must return a keras.Model")
     return model
+
+
+def _binds_nothing(signature: inspect.Signature) -> bool:
+    """Whether a function can be called with no arguments."""
+    try:
+        signature.bind()
+    except TypeError:
+        return False
+    return True
 
 
 def _bind_problem(e: TypeError, kwargs: Mapping[str, Any]) -> str:

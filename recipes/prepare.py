@@ -22,7 +22,6 @@ Layer 4: imports the building blocks and the callbacks' checks, never a run or p
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 import weakref
@@ -34,7 +33,7 @@ import ml_collections
 import tensorflow as tf
 
 import models
-from models import heads
+from models import heads, registry
 from models import inspect as models_inspect
 from recipes import (
     configs,
@@ -155,27 +154,14 @@ def model_source(model: Any) -> ModelSource:
 
 def _call_builder(fn: Callable, cfg: ml_collections.ConfigDict, input_shape: tuple,
                   num_classes: int) -> keras.Model:
-    """Calls a user's model function: ``fn()`` or ``fn(model_cfg, input_shape, num_classes)``."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                      and p.default is p.empty]
-    except (TypeError, ValueError):
-        positional = []
+    """A user's model function: ``fn(model_cfg, shape, C, **model.kwargs)`` or ``fn()``.
+
+    The same call and checks as a ``model.arch`` builder (``models.registry.call_builder``).
+    """
     name = getattr(fn, "__qualname__", type(fn).__name__)
-    try:
-        if positional:
-            kwargs = dict(cfg.model.kwargs.to_dict()) if "kwargs" in cfg.model else {}
-            out = fn(cfg.model, tuple(input_shape), num_classes, **kwargs)
-        else:
-            out = fn()
-    except Exception as e:  # noqa: BLE001 - the user's code
-        raise ValueError(f"model: {name}() raised {type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:300]}") from None
-    if not isinstance(out, keras.Model):
-        raise ValueError(f"model: {name}() returned a {type(out).__name__}; a model function "
-                         "must return a keras.Model")
-    return out
+    kwargs = dict(cfg.model.kwargs.to_dict()) if "kwargs" in cfg.model else {}
+    return registry.call_builder(fn, name, cfg.model, input_shape, num_classes, kwargs,
+                                 label=f"model={name}")
 
 
 def _compile_config(model: keras.Model) -> dict | None:
@@ -375,6 +361,8 @@ def resolve(config: Any, *, model: Any = None, splits: data.Splits | None = None
     given = configs.given_paths(config)
     cfg = configs.complete(config)
     source = model_source(model)
+    if {"loss.name", "optimizer.name"} <= given:
+        return cfg  # the config names both (a whole tree does): nothing to read, no build
     if source.kind == "model":
         spec = _compile_config(source.given)
     elif source.is_users(cfg) and splits is not None:

@@ -175,6 +175,13 @@ def test_bad_model_values_are_clear_errors(digits):
         prepare.prepare(QUICK, model=42, data=data)
     with pytest.raises(ValueError, match="returned a str"):
         prepare.prepare(QUICK, model=lambda: "net", data=data)
+
+    def boom():
+        raise RuntimeError("no weights file")
+
+    with pytest.raises(ValueError, match="model=.*boom: the builder .*boom raised RuntimeError: "
+                                         "no weights file"):
+        prepare.prepare(QUICK, model=boom, data=data)
     with pytest.raises(ValueError, match="outputs of shape \\(7,\\) per example, but the data "
                                          "has 10 classes"):
         prepare.prepare(QUICK, model=_net(7, "softmax"), data=data)
