@@ -100,3 +100,16 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     chief = outputs[0]
     assert "stage 2/2" in chief and "best:" in chief
     assert (workdir / "best_config.py").exists()
+
+    # A worker that comes after the chief closed its stages (as one still starting while
+    # the others ran a stage's last trials) moves on instead of waiting on a closed port
+    # for KerasTuner's hour, or crashing on a cut stream.
+    started = time.time()
+    late = subprocess.run([sys.executable, "-m", "tuning.search", *common, "--role=worker",
+                           "--tuner_id=w3"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert late.returncode == 0, late.stdout[-3000:] + late.stderr[-3000:]
+    assert late.stdout.count("the chief had closed it") == 2, late.stdout
+    assert not any(WORKER_LINE.match(line.strip()) for line in late.stdout.splitlines())
+    assert time.time() - started < 60
+    assert io.read_csv(str(workdir / "trials.csv")) == rows  # nothing re-run

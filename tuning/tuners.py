@@ -8,6 +8,7 @@
 * the tuner declares the space without building a model, records why a trial exploded and
   clears Keras' session after each trial;
 * :func:`resolve_role` and :func:`environment` set KerasTuner's chief/worker variables;
+  :func:`stage_watch` ends a worker's wait on a stage the chief has already closed;
 * :func:`check_state` names a corrupt state file instead of KerasTuner's bare
   ``JSONDecodeError``; :class:`QuietStdout` drops KerasTuner's "Reloading ..." chatter.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -28,7 +30,7 @@ import keras_tuner as kt
 from recipes import io
 
 __all__ = ["ROLES", "make_oracle", "make_tuner", "check_state", "resolve_role", "environment",
-           "QuietStdout", "quiet_stdout"]
+           "stage_watch", "QuietStdout", "quiet_stdout"]
 
 ROLES = ("none", "chief", "worker")
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -65,6 +67,11 @@ class _Hooked:
             if trial.status == kt.engine.trial.TrialStatus.RUNNING and \
                     trial_id not in self._retry_queue:
                 self._retry_queue.append(trial_id)
+
+    def finished(self) -> bool:
+        """Every trial exists and ended, none waits for a retry (a resumed, finished stage)."""
+        return bool(self.max_trials) and len(self.trials) >= self.max_trials and \
+            not self._retry_queue and not self.ongoing_trials
 
     @kt.synchronized
     def end_trial(self, trial):
@@ -266,6 +273,51 @@ def _set_env(values: dict[str, str | None]) -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@contextlib.contextmanager
+def stage_watch(tuner: kt.Tuner, closed: Callable[[], bool], poll: float = 1.0
+                ) -> Iterator[None]:
+    """On a worker: stops waiting on a chief that has already closed this stage.
+
+    KerasTuner's chief shuts a stage's oracle server once every trial has ended and every
+    worker that asked has been told to stop. A worker that asks later (still starting while
+    the others ran the last trials) finds the stream cut mid-call, or waits on a closed port
+    for up to an hour (``wait_for_ready``). Written by hand: KerasTuner has no such
+    timeout. The worker's stub gets a channel this watch owns, and a thread closes it once
+    ``closed()`` (the chief has recorded the stage); the pending call then raises, which
+    the caller reads as the end of the stage. A local search or a chief: no-op.
+
+    Args:
+        tuner: the stage's tuner, made by :func:`make_tuner` inside :func:`environment`.
+        closed: True once the chief has finished the stage (read from its workdir).
+        poll: seconds between looks.
+    """
+    if not tuner._is_worker():  # noqa: SLF001 - KerasTuner's own test of the role
+        yield
+        return
+    import grpc  # noqa: PLC0415 - only a distributed worker needs gRPC
+    from keras_tuner.src import protos  # noqa: PLC0415
+
+    host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    tuner.oracle.stub = protos.get_service_grpc().OracleStub(channel)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll):
+            if closed():
+                channel.close()
+                return
+
+    thread = threading.Thread(target=watch, name="stage-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        channel.close()
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -229,11 +229,39 @@ class _Run:
                 self.strategy, model, oracle=oracle, directory=os.path.join(self.workdir, "kt"),
                 project_name=f"stage{index}",
                 on_worker_trial=lambda tn, t: self.on_worker_trial(index, stage, tn, t))
-            tuner.search(verbose=0)
+            self._search(tuner, index)
         keras.backend.clear_session()
         if self.role == "worker":
             return []
         return self._stage_records(tuner.oracle, index)
+
+    def _search(self, tuner: kt.Tuner, index: int) -> None:
+        """Runs the stage's tuner; a worker late for a stage the chief closed moves on.
+
+        A resumed chief whose stage already holds every trial skips it: KerasTuner's server
+        would wait for a worker to ask, and the workers skip the stages ``stages.json``
+        lists.
+        """
+        if self.role == "chief" and tuner.oracle.finished():
+            return
+        with tuners.stage_watch(tuner, lambda: self._chief_closed(index)):
+            try:
+                tuner.search(verbose=0)
+            except Exception:
+                if self.role != "worker" or not self._chief_closed(index):
+                    raise
+                if self.verbose:
+                    print(f"stage {index}: the chief had closed it  [{self.tuner_id}]",
+                          flush=True)
+
+    def _chief_closed(self, index: int) -> bool:
+        """Whether the chief's ``stages.json`` lists stage ``index`` (its trials all ended)."""
+        path = os.path.join(self.workdir, "stages.json")
+        try:
+            return any(s.get("stage") == index
+                       for s in io.read_json(path, what="the chief's stages"))
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 def _search_in(run: _Run, space: space_lib.Space, request: dict[str, Any]) -> SearchResult:
