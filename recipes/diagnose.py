@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from recipes import causes, io
 from recipes.callbacks import EXPLOSION_FACTOR
+from recipes.causes import SEVERITIES, Context, Finding
 from recipes.ranges import EDGE_MARGIN, edge_position, edge_side
 
-SEVERITIES = ("error", "warning", "info")
+__all__ = ["Finding", "Context", "SEVERITIES", "CODES", "diagnose", "to_dict",
+           "format_findings", "cause_of", "read_run"]
 CODES = ("diverged", "loss_increasing", "not_training", "too_linear", "noisy", "slow_start",
          "not_converged", "overfitting", "underfitting", "cyclic", "update_ratio", "dead_units",
-         "saturated_units", "best_at_search_edge")
+         "saturated_units", "best_at_search_edge", "gradients")
 END_FRACTION = 0.1  # start/end of a curve = mean of its first/last 10 %: one epoch of ten
 EXPLODE_FACTOR = EXPLOSION_FACTOR  # lecture: "cost > 3 * original cost → break out early"
 INCREASE_TOL = 0.1  # ends 10 % above its start: more than batch noise, the update is wrong
@@ -35,6 +39,7 @@ PLATEAU_FRACTION = 0.1  # ... for >= 10 % of the run, which is long for a good i
 PLATEAU_THEN_DROP = 0.25  # ... and then falling by >= 25 %: the init, not the lr, held it
 PLATEAU_CONTRAST = 3.0  # ... at least 3× faster than on the plateau (a line falls evenly)
 CONVERGED_DROP = 0.05  # last 20 % of the run still took >= 5 % off the (val) loss
+TOO_FEW_SHARE = 0.1  # ... and made >= 10 % of the run's whole descent: stopped mid-way
 OVERFIT_GAP = 0.1  # train − val accuracy > 10 points: memorizing, not generalizing
 OVERFIT_VAL_RISE = 0.1  # val loss 10 % above its minimum while train loss keeps falling
 UNDERFIT_GAP = 0.05  # train ≈ val (gap < 5 points) ...
@@ -49,33 +54,26 @@ SMOOTH_MAX = 101  # running-median window (5 % of a curve) capped: cheap on 1e5 
 MAX_LAG = 512  # without steps_per_epoch, look for periods up to 512 steps (cost ∝ n · lags)
 
 
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    """One diagnosis: what fired, how bad, the numbers behind it and what to change."""
-
-    code: str
-    severity: str  # "error" | "warning" | "info"
-    evidence: str  # one line with the measured numbers
-    advice: str  # what to change, in the lecture's words
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def to_dict(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     """Findings as JSON-ready dicts (for ``summary.json`` and reports)."""
     return [f.to_dict() for f in findings]
 
 
 def format_findings(findings: Sequence[Finding]) -> str:
-    """A plain-text table: severity, code and evidence, with the advice under each row."""
+    """A plain-text table: severity, cause and evidence, with the remedy (or advice) under."""
     if not findings:
         return "no findings: the curves look healthy"
-    width = max(len(f.code) for f in findings)
-    lines = [f"{'severity':<8}  {'code':<{width}}  evidence"]
+    width = max(len(f.cause or f.code) for f in findings)
+    lines = [f"{'severity':<8}  {'cause':<{width}}  evidence"]
     for f in findings:
-        lines += [f"{f.severity:<8}  {f.code:<{width}}  {f.evidence}", f"{'':<10}→ {f.advice}"]
+        lines.append(f"{f.severity:<8}  {f.cause or f.code:<{width}}  {f.evidence}")
+        if f.explained_by:
+            lines.append(f"{'':<10}→ explained by {f.explained_by}")
+        elif f.remedies:
+            r = f.remedies[0]
+            lines.append(f"{'':<10}→ {r.text}" + (f"  ({r.flags()})" if r.change else ""))
+        else:
+            lines.append(f"{'':<10}→ {f.advice}")
     return "\n".join(lines)
 
 
@@ -234,7 +232,13 @@ def _check_slow_start(loss: np.ndarray) -> Finding | None:
                    {"plateau": k, "points": len(y), "start": float(y[0]), "end": end})
 
 
-def _check_not_converged(loss: np.ndarray, name: str) -> Finding | None:
+def _check_not_converged(loss: np.ndarray, name: str, start: float = math.nan
+                         ) -> Finding | None:
+    """Still falling at the end; a warning when the run's tail made a large share of its descent.
+
+    ``start`` is the loss before training (ln C for a softmax classifier) when known: a val
+    curve's first point already has one epoch's fall behind it.
+    """
     y = _smooth(loss)
     k = max(2, round(0.2 * len(y)))  # the last 20 % of the run, in intervals
     if len(y) <= 2 * k or not y[-k - 1] > 0:
@@ -242,12 +246,15 @@ def _check_not_converged(loss: np.ndarray, name: str) -> Finding | None:
     drop = (y[-k - 1] - y[-1]) / y[-k - 1]
     if drop < CONVERGED_DROP:
         return None
-    return Finding("not_converged", "info",
+    top = max(float(y[0]), start) if math.isfinite(start) else float(y[0])
+    share = (y[-k - 1] - y[-1]) / (top - y[-1]) if top > y[-1] else 0.0
+    return Finding("not_converged", "warning" if share >= TOO_FEW_SHARE else "info",
                    f"{name} still falling at the end: {y[-k - 1]:.4g} → {y[-1]:.4g} over the "
                    f"last {k} of {len(y)} points ({100 * drop:.1f} %, ≥ "
-                   f"{100 * CONVERGED_DROP:.0f} %)",
+                   f"{100 * CONVERGED_DROP:.0f} %; {100 * share:.0f} % of the whole descent)",
                    "not converged: train longer, or raise the learning rate",
-                   {"series": name, "from": float(y[-k - 1]), "to": float(y[-1]), "drop": drop})
+                   {"series": name, "from": float(y[-k - 1]), "to": float(y[-1]), "drop": drop,
+                    "share": float(share)})
 
 
 def _check_overfitting(acc: np.ndarray, val_acc: np.ndarray, loss: np.ndarray,
@@ -266,9 +273,12 @@ def _check_overfitting(acc: np.ndarray, val_acc: np.ndarray, loss: np.ndarray,
                     f"epoch {best + 1} while train loss fell {loss[best]:.4g} → {loss[-1]:.4g}")
     else:
         return None
+    best_epoch = int(np.argmin(val_loss)) + 1 if len(val_loss) and np.isfinite(val_loss).all() \
+        else (int(np.argmax(val_acc)) + 1 if len(val_acc) else 0)
     return Finding("overfitting", "warning", evidence,
                    "big gap = overfitting: increase regularization (L2, dropout), "
-                   "get more data or augment it", {"gap": gap, "val_loss_rise": rise})
+                   "get more data or augment it",
+                   {"gap": gap, "val_loss_rise": rise, "best_epoch": best_epoch})
 
 
 def _check_underfitting(acc: np.ndarray, val_acc: np.ndarray, num_classes: int | None,
@@ -365,6 +375,62 @@ def _check_best_at_search_edge(param: str, spec: Mapping[str, Any]) -> Finding |
                    {"param": param, "best": best, "lo": lo, "hi": hi, "position": pos})
 
 
+GRAD_VANISH, GRAD_EXPLODE = 1e-3, 70.0  # first/last layer gradient norm (AUTOTRAINER's)
+
+
+def _check_gradients(ratio: np.ndarray) -> Finding | None:
+    """First-to-last layer gradient norm ratio: vanishing below, exploding above the band."""
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    if not len(ratio):
+        return None
+    med = float(np.median(ratio))
+    if GRAD_VANISH <= med <= GRAD_EXPLODE:
+        return None
+    low = med < GRAD_VANISH
+    return Finding("gradients", "warning",
+                   f"median first/last layer gradient norm ratio {med:.2g} over {len(ratio)} "
+                   f"epoch(s) is {'below' if low else 'above'} "
+                   f"{GRAD_VANISH if low else GRAD_EXPLODE:g}",
+                   "vanishing gradients: batch norm, ReLU with He init, fewer sigmoid layers"
+                   if low else "exploding gradients: clip the gradient norm, lower the lr",
+                   {"median": med, "direction": "vanishing" if low else "exploding"})
+
+
+SMALL_BATCH = 16  # a noisy loss at fewer examples per step is the batch's noise, not the lr
+
+
+def cause_of(f: Finding, ctx: Context) -> str:
+    """The one cause a rule's finding names (the rule → cause table, two rules by numbers)."""
+    if f.code == "noisy":
+        return "batch_too_small" if ctx.batch_size < SMALL_BATCH else "learning_rate_too_high"
+    if f.code == "update_ratio":
+        low = f.data.get("median", 1.0) < UPDATE_RATIO_LO
+        return "learning_rate_too_low" if low else "learning_rate_too_high"
+    if f.code == "gradients":
+        return f"{f.data.get('direction', 'vanishing')}_gradients"
+    return _CAUSE_OF[f.code]
+
+
+_CAUSE_OF = {"diverged": "learning_rate_too_high", "loss_increasing": "learning_rate_too_high",
+             "not_training": "learning_rate_too_low", "too_linear": "learning_rate_too_low",
+             "slow_start": "bad_initialization", "not_converged": "too_few_epochs",
+             "overfitting": "overfitting", "underfitting": "underfitting",
+             "cyclic": "not_shuffled", "dead_units": "dead_units",
+             "saturated_units": "saturated_units", "best_at_search_edge": "search_range_edge"}
+
+
+def _with_cause(f: Finding, ctx: Context) -> Finding:
+    """``f`` with its cause and remedies; an overfit run whose best epoch was kept is info."""
+    cause = cause_of(f, ctx)
+    f = dataclasses.replace(f, cause=cause, remedies=causes.remedies(cause, ctx))
+    epoch = f.data.get("best_epoch") or 0
+    if cause == "overfitting" and ctx.restore_best and epoch and f.data.get("gap", 0) <= \
+            OVERFIT_GAP:
+        f = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; epoch {epoch}'s "
+                                "weights kept (train.restore_best)")
+    return f
+
+
 def _layer_fractions(stats: Mapping[str, Any], key: str, history: Mapping[str, Any],
                      column: str) -> dict[str, float]:
     """Per-layer fractions from ``activation_stats``, plus the monitor's last per-epoch max."""
@@ -377,7 +443,8 @@ def _layer_fractions(stats: Mapping[str, Any], key: str, history: Mapping[str, A
 
 
 def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any] | None = None,
-             *, batch_history: Sequence[float] | None = None) -> list[Finding]:
+             *, batch_history: Sequence[float] | None = None,
+             context: Context | None = None) -> list[Finding]:
     """Runs every rule on a run's curves; CS231n lecture 6: babysitting the learning process.
 
     Args:
@@ -391,9 +458,13 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
             ``search`` ({param: {"best", "lo", "hi", "log"}}).
         batch_history: per-step training losses (not Keras's running epoch means); when
             given, the curve-shape rules and ``cyclic`` judge these instead of epoch losses.
+        context: the run's settings, for the causes' remedies (``recipes.causes.Context``:
+            learning rate, batch size, epochs, a user's network or a built-in one).
 
     Returns:
-        The findings, errors first, then warnings, then info; empty for a healthy run.
+        The findings, each naming one cause with its remedies, resolved by
+        ``recipes.causes.resolve``: unexplained errors first, then warnings, then the rest;
+        empty for a healthy run.
     """
     history = getattr(history, "history", history)
     if history is None:
@@ -425,7 +496,9 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
         val_loss = _column(history, "val_loss")
         ok_val = len(val_loss) >= MIN_POINTS and np.isfinite(val_loss).all()
         out.append(_check_not_converged(*((val_loss, "val loss") if ok_val else
-                                          (trend, "train loss"))))  # epoch means: less noise
+                                          (trend, "train loss")),  # epoch means: less noise
+                                        math.log(classes) if classes and classes > 1
+                                        else math.nan))
         acc, val_acc = _column(history, "accuracy"), _column(history, "val_accuracy")
         out.append(_check_overfitting(acc, val_acc, loss, val_loss))
         if not any(f and f.code in ("overfitting", "too_linear", "slow_start", "not_converged")
@@ -436,5 +509,38 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
             _check_dead_units(_layer_fractions(stats, "dead", history, "act_dead_max")),
             _check_saturated_units(
                 _layer_fractions(stats, "saturated", history, "act_saturated_max"))]
+    out.append(_check_gradients(_column(history, "grad_norm_ratio")))
     out += [_check_best_at_search_edge(p, s) for p, s in (stats.get("search") or {}).items()]
-    return sorted((f for f in out if f), key=lambda f: SEVERITIES.index(f.severity))
+    ctx = context or Context()
+    return causes.resolve([_with_cause(f, ctx) for f in out if f])
+
+
+def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
+             steps_per_epoch: int | None = None, search: Mapping[str, Any] | None = None,
+             context: Context | None = None) -> list[Finding]:
+    """Diagnoses a finished training run from the files in its ``workdir``.
+
+    Reads ``history.csv``, the last record of ``activation_stats.json`` and, when the run
+    kept them, the per-step losses in ``batch_losses.json``.
+
+    Returns:
+        :func:`diagnose`'s findings; empty when the run left no history.
+    """
+    history_path = os.path.join(workdir, "history.csv")
+    if not os.path.exists(history_path):
+        return []
+    stats: dict[str, Any] = {"num_classes": num_classes, "loss": loss}
+    if steps_per_epoch:
+        stats["steps_per_epoch"] = steps_per_epoch
+    act_path = os.path.join(workdir, "activation_stats.json")
+    if os.path.exists(act_path):
+        records = io.read_json(act_path, what="activation statistics")
+        if records:
+            stats["activation_stats"] = records[-1]["layers"]
+    if search:
+        stats["search"] = search
+    steps_path = os.path.join(workdir, "batch_losses.json")
+    steps = io.read_json(steps_path, what="per-step losses") \
+        if os.path.exists(steps_path) else None
+    return diagnose(io.read_csv(history_path), stats, batch_history=steps or None,
+                    context=context)

@@ -163,15 +163,32 @@ def _existing_png(path: Any, what: str) -> Block:
 
 def _summary(ctx: Mapping[str, Any]) -> list[Block]:
     s = dict(ctx.get("summary") or {})
+    verdict = [("p", str(line)) for line in ctx.get("verdict") or []]
     if not s:
-        return [("notrun", NOT_RUN)]
+        return verdict or [("notrun", NOT_RUN)]
     mode = s.pop("tta_mode", None)
     labels = {"test_accuracy": "test accuracy (single view)",
               "test_tta_accuracy": f"test accuracy, crop averaging ({mode or 'tta'})",
               "epochs": "epochs", "seconds": "seconds"}
     rows = [[labels[k], _fmt(s.pop(k))] for k in labels if k in s]
-    rows += [[k, _fmt(v)] for k, v in s.items() if not isinstance(v, Mapping)]
-    return [("table", ["quantity", "value"], rows, None)]
+    rows += [[k, _fmt(v)] for k, v in s.items() if not isinstance(v, Mapping | list)]
+    return [*verdict, ("table", ["quantity", "value"], rows, None)]
+
+
+def _repairs(ctx: Mapping[str, Any]) -> list[Block]:
+    """One row per tried remedy: cause, change, val accuracy before → after, kept, seconds."""
+    rows = ctx.get("repairs")
+    if rows is None:
+        return [("notrun", NOT_RUN)]
+    if not rows:
+        return [("p", "Nothing to repair: no serious problem had a remedy to try.")]
+    body = [[str(r.get("round", "")), r.get("cause", ""), r.get("change", ""),
+             f"{_fmt(r.get('val_accuracy_before'))} → {_fmt(r.get('val_accuracy_after'))}",
+             "kept" if r.get("kept") else "not kept", _fmt(r.get("seconds")),
+             r.get("flags", "") or r.get("transform", ""), r.get("note", "")] for r in rows]
+    return [("table", ["round", "cause", "change", "val accuracy", "result", "seconds",
+                       "flags / transform", "note"], body,
+             ["pass" if r.get("kept") else "na" for r in rows])]
 
 
 def _steps(ctx: Mapping[str, Any]) -> list[Block]:
@@ -194,10 +211,20 @@ def _findings(ctx: Mapping[str, Any]) -> list[Block]:
     found = [f.to_dict() if hasattr(f, "to_dict") else dict(f) for f in ctx["findings"]]
     if not found:
         return [("p", "No findings: the curves look healthy.")]
-    rows = [[f.get("severity", ""), f.get("code", ""), f.get("evidence", ""),
-             f.get("advice", "")] for f in found]
-    return [("table", ["severity", "code", "evidence", "advice"], rows,
+    rows = [[f.get("severity", ""), f.get("cause") or f.get("code", ""), f.get("evidence", ""),
+             _remedy_text(f)] for f in found]
+    return [("table", ["severity", "cause", "evidence", "remedy"], rows,
              [f"sev-{f.get('severity', 'info')}" for f in found])]
+
+
+def _remedy_text(f: Mapping[str, Any]) -> str:
+    """The first remedy with its flags, "explained by X", or the lecture's advice."""
+    if f.get("explained_by"):
+        return f"explained by {f['explained_by']}"
+    r = f.get("remedy") or {}
+    if r:
+        return r.get("text", "") + (f" ({r['flags']})" if r.get("flags") else "")
+    return f.get("advice", "")
 
 
 def _reproduce(ctx: Mapping[str, Any]) -> list[Block]:
@@ -395,6 +422,7 @@ def sections(context: Mapping[str, Any], plot_dir: str, written: dict[str, str]
     return [
         ("summary", "Summary", _summary(c)),
         ("findings", "Findings", _findings(c)),
+        ("repairs", "Repairs", _repairs(c)),
         ("steps", "Procedure steps", _steps(c)),
         ("reproduce", "Reproduce", _reproduce(c)),
         ("dataset", "Dataset", _dataset(c)),

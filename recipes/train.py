@@ -47,7 +47,7 @@ _RESUME_IGNORED = (("train", "verbose"),)
 
 def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
         splits: data_lib.Splits | None = None, overwrite: bool = False,
-        extra_callbacks: list | None = None) -> dict[str, Any]:
+        extra_callbacks: list | None = None, test: bool = True) -> dict[str, Any]:
     """Trains the recipe ``config`` and writes every artifact into ``workdir``.
 
     Run again with the same config and workdir after a crash or kill, it resumes from the
@@ -71,6 +71,9 @@ def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
         splits: already-loaded ``Splits`` (the older name of ``data``).
         overwrite: replace what ``workdir`` holds once this run has finished.
         extra_callbacks: more Keras callbacks for ``fit`` (e.g. from ``recipes.babysit``).
+        test: evaluate the test split (False: a run that chooses between models, such as
+            a repair round, must not look at it; ``recipes.babysit`` evaluates the chosen
+            model once, at the end).
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -92,9 +95,11 @@ def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
         if overwrite and wd.holds_files(workdir) and not holds_run(workdir, cfg):
             can_continue = lambda d: holds_run(d, cfg, finished_too=True)  # noqa: E731
             with wd.replacing(workdir, can_continue=can_continue) as d:
-                summary = _train_in(p, d, extra_callbacks or [], start, shown=workdir)
+                summary = _train_in(p, d, extra_callbacks or [], start, shown=workdir,
+                                    test=test)
         else:
-            summary = _train_in(p, workdir, extra_callbacks or [], start, shown=workdir)
+            summary = _train_in(p, workdir, extra_callbacks or [], start, shown=workdir,
+                                test=test)
     return summary
 
 
@@ -119,8 +124,8 @@ def holds_run(directory: str, cfg: ml_collections.ConfigDict, *, finished_too: b
                         finished_too=finished_too)
 
 
-def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: str
-              ) -> dict[str, Any]:
+def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: str,
+              test: bool = True) -> dict[str, Any]:
     """The run itself, in ``workdir`` (the user's, or a staged replacement of ``shown``)."""
     cfg = p.config
     summary_path = os.path.join(workdir, "summary.json")
@@ -139,7 +144,9 @@ def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: st
 
     rows = io.read_csv(history_path) if os.path.exists(history_path) else []
     exploded = bcallbacks.save_monitor_records(cbs, workdir)
-    summary = _summarize(p, rows, fit_seconds=fit_seconds)
+    restored = _restore_best(p, cbs, len(rows))
+    summary = _summarize(p, rows, fit_seconds=fit_seconds, test=test)
+    summary.update(restore_best=bool(cfg.train.restore_best), best_epoch=restored)
     if exploded:
         summary["stopped_reason"] = exploded
     save_model(p.model, os.path.join(workdir, "model.keras"))
@@ -147,10 +154,31 @@ def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: st
     io.write_json(summary_path, summary)
     shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
     if cfg.train.verbose:
-        print(f"test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) "
-              f"after {summary['epochs']} epochs in {summary['fit_seconds']:.1f} s; "
-              f"artifacts in {shown}")
+        split = "test" if test and "test_accuracy" in summary else "val"
+        kept = f" (epoch {restored}'s weights kept)" if restored else ""
+        print(f"{split} accuracy {summary[f'{split}_accuracy']:.4f} (loss "
+              f"{summary[f'{split}_loss']:.4f}) after {summary['epochs']} epochs in "
+              f"{summary['fit_seconds']:.1f} s{kept}; artifacts in {shown}")
     return summary
+
+
+def _restore_best(p: Prepared, cbs: list, epochs: int) -> int:
+    """Loads the best validation epoch's weights when ``train.restore_best`` asks for them.
+
+    CS231n "Neural Networks 3": keep the checkpoint with the best validation accuracy
+    (Keras' ``EarlyStopping(restore_best_weights=True)`` without the stop). The weights
+    come from ``best.keras``, written by ``BestModelCheckpoint``, so a resumed run restores
+    the best epoch of all its attempts.
+
+    Returns:
+        The restored epoch (1-based), or 0 when the last epoch's weights are kept.
+    """
+    best = next((cb for cb in cbs if isinstance(cb, bcallbacks.BestModelCheckpoint)), None)
+    if not p.config.train.restore_best or best is None or not best.best_epoch \
+            or best.best_epoch >= epochs or not os.path.exists(best.path):
+        return 0
+    p.model.load_weights(best.path)
+    return int(best.best_epoch)
 
 
 def save_model(model: keras.Model, path: str) -> None:
@@ -206,22 +234,20 @@ def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
     return np.concatenate([x.numpy() for x, _ in ds])
 
 
-def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
-               ) -> dict[str, Any]:
+def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float,
+               test: bool = True) -> dict[str, Any]:
     """Evaluates train (without augmentation), val and test, and gathers the run's facts."""
     cfg, splits = p.config, p.splits
     summary: dict[str, Any] = {}
-    for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+    for name, split in (("train", splits.train), ("val", splits.val)):
         if not len(split):
             continue
         scores = p.model.evaluate(p.dataset(split.x, split.y, training=False), verbose=0,
                                   return_dict=True)
         summary[f"{name}_loss"] = float(scores["loss"])
         summary[f"{name}_accuracy"] = float(scores["accuracy"])
-    if cfg.evaluate.tta != "none" and len(splits.test):
-        scores = _tta_scores(p, splits.test)
-        summary.update(test_tta_accuracy=scores["accuracy"], test_tta_loss=scores["loss"],
-                       tta_mode=cfg.evaluate.tta)
+    if test:
+        summary.update(test_scores(p))
     losses_seen = [float(r["loss"]) for r in rows if r.get("loss", "") != ""]
     epochs = len(rows)
     summary.update(
@@ -238,6 +264,26 @@ def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float
         num_train=len(splits.train), num_val=len(splits.val), num_test=len(splits.test),
     )
     return summary
+
+
+def test_scores(p: Prepared) -> dict[str, Any]:
+    """``p.model`` on the test split: accuracy and loss, crop-averaged too when asked for.
+
+    Returns:
+        ``test_accuracy``, ``test_loss`` and, with ``evaluate.tta``, ``test_tta_accuracy``,
+        ``test_tta_loss`` and ``tta_mode``; empty without a test split.
+    """
+    split, out = p.splits.test, {}
+    if not len(split):
+        return out
+    scores = p.model.evaluate(p.dataset(split.x, split.y, training=False), verbose=0,
+                              return_dict=True)
+    out.update(test_loss=float(scores["loss"]), test_accuracy=float(scores["accuracy"]))
+    if p.config.evaluate.tta != "none":
+        scores = _tta_scores(p, split)
+        out.update(test_tta_accuracy=scores["accuracy"], test_tta_loss=scores["loss"],
+                   tta_mode=p.config.evaluate.tta)
+    return out
 
 
 _TTA_CHUNK = 1024  # images read, preprocessed and crop-averaged at once

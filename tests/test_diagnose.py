@@ -66,6 +66,7 @@ CASES = {
     "saturated_units": _case({"act_saturated_max": [0.3, 0.6]}),
     "best_at_search_edge": _case(stats={"search": {"learning_rate": {
         "best": 1.3e-6, "lo": 1e-6, "hi": 1e-2, "log": True}}}),
+    "gradients": _case({"grad_norm_ratio": [2e-5, 3e-5, 2e-5]}),
 }
 SEVERITY = {"diverged": "error", "loss_increasing": "error", "not_training": "error",
             "not_converged": "info"}
@@ -113,10 +114,23 @@ def test_nan_and_explosion_are_errors_and_stop_the_curve_rules():
 
 
 def test_one_epoch_at_chance_is_not_training_and_order_is_by_severity():
-    findings = diagnose({"loss": [2.31], "update_ratio_median": [0.5]}, {"num_classes": 10})
-    assert [(f.code, f.severity) for f in findings] == [("not_training", "error"),
-                                                         ("update_ratio", "warning")]
-    assert "lower the learning rate" in findings[1].advice
+    findings = diagnose({"loss": [2.31]}, {"num_classes": 10})
+    assert [(f.code, f.severity, f.cause) for f in findings] == [
+        ("not_training", "error", "learning_rate_too_low")]
+
+
+def test_a_run_with_huge_updates_is_never_told_to_raise_its_lr():
+    # At chance after one epoch reads as "lr too low"; updates at half the weights say "too
+    # high". The resolution rule: the higher lr-cause wins, the other is explained by it.
+    findings = diagnose({"loss": [2.31], "update_ratio_median": [0.5]}, {"num_classes": 10},
+                        context=dg.Context(learning_rate=0.5))
+    assert [(f.code, f.severity, f.cause, f.explained_by) for f in findings] == [
+        ("update_ratio", "warning", "learning_rate_too_high", ""),
+        ("not_training", "info", "learning_rate_too_low", "learning_rate_too_high")]
+    assert findings[0].remedies[0].change == {"optimizer.learning_rate": 0.05}
+    assert findings[0].remedies[0].flags() == "--config.optimizer.learning_rate=0.05"
+    assert findings[1].remedies == ()
+    assert "lower the learning rate" in findings[0].advice
 
 
 def test_search_edge_uses_log_units_and_the_middle_is_fine():
@@ -146,9 +160,11 @@ def test_accepts_history_objects_and_csv_rows():
 def test_format_and_to_dict():
     findings = diagnose(*CASES["overfitting"][:2])
     table = format_findings(findings)
-    assert table.splitlines()[0].split() == ["severity", "code", "evidence"]
-    assert "overfitting" in table and "regularization" in table
-    assert json.loads(json.dumps(dg.to_dict(findings)))[0]["code"] == "overfitting"
+    assert table.splitlines()[0].split() == ["severity", "cause", "evidence"]
+    assert "overfitting" in table and "--config.train.restore_best=True" in table
+    first = json.loads(json.dumps(dg.to_dict(findings)))[0]
+    assert (first["code"], first["cause"]) == ("overfitting", "overfitting")
+    assert first["remedy"]["change"] == {"train.restore_best": True}
     assert "healthy" in format_findings([])
 
 

@@ -64,6 +64,10 @@ def _context(tmp_path):
                       "advice": "more regularization <i>now</i>"}],
         "summary": {"test_accuracy": 0.91, "test_tta_accuracy": 0.93, "tta_mode": "ten_crop",
                     "epochs": 10, "seconds": 12.5},
+        "verdict": ["VERDICT-LINE test accuracy 0.93"],
+        "repairs": [{"round": 1, "cause": "learning_rate_too_high", "change": "REPAIR-lr",
+                     "val_accuracy_before": 0.8, "val_accuracy_after": 0.9, "kept": True,
+                     "seconds": 3.0, "flags": "--config.optimizer.learning_rate=0.01"}],
     }
 
 
@@ -94,7 +98,8 @@ def test_html_is_self_contained_and_escaped(full):
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", page)
     assert "&lt;b&gt;one&lt;/b&gt;" in page and "<b>one</b>" not in page
     assert "&lt;i&gt;now&lt;/i&gt;" in page
-    for text in ("VERDICT-loss-ln10", "VERDICT-no-overfit", "VERDICT-skipped", "noisy",
+    for text in ("VERDICT-LINE", "REPAIR-lr", "0.8 → 0.9",
+                 "VERDICT-loss-ln10", "VERDICT-no-overfit", "VERDICT-skipped", "noisy",
                  "overfitting", 'class="sev-error"', 'class="fail"', "ten_crop", "0.93"):
         assert text in page, text
 

@@ -97,6 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.distribute = "none"  # none | mirrored | multi_worker | tpu
     c.train.verbose = 1  # 1 = progress bar, 2 = one line per epoch, 0 = quiet
     c.train.jit_compile = "auto"
+    # Keep the weights of the epoch with the best val_accuracy (Keras EarlyStopping's
+    # restore_best_weights without the stop); babysit's run as given (fit=) turns it off.
+    c.train.restore_best = True
     c.train.prior_bias = True  # logits bias = ln(class priors) when classes are imbalanced
 
     c.monitor = ml_collections.ConfigDict()
@@ -106,6 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.monitor.update_ratio_every = 100  # steps between update/weight ratio samples (0 = off)
     c.monitor.activations_every = 1  # epochs between activation statistics, 256-image probe
     c.monitor.first_layer_every = 5  # epochs between first-layer weight images (0 = off)
+    c.monitor.gradient_norms_every = 1  # epochs between per-layer gradient norms (0 = off)
     c.monitor.tensorboard = True
 
     c.babysit = ml_collections.ConfigDict()
@@ -117,6 +121,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.babysit.lr_max = 10.0  # ... to lr_max
     c.babysit.lr_points = 8
     c.babysit.lr_epochs = 1.0  # length of each lr-range run (fractions allowed)
+    c.babysit.repair_rounds = 2  # rounds of: apply the top remedy, retrain, keep if val improves
+    c.babysit.repair_budget = 2.0  # repair training time, as a multiple of the first run's
 
     c.search = ml_collections.ConfigDict()
     c.search.space = "optimizer.learning_rate=log:1e-5:1e-1,model.l2=log:1e-6:1e-2"
