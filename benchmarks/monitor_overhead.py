@@ -18,11 +18,13 @@ samples each ``fit``'s first step, and ``ExplosionGuard`` copies the weights at 
 ``fit``'s first epoch.
 
 Configurations: ``plain`` (no callback), ``all`` (every monitor at the default frequency
-below), and without ``--quick`` each monitor alone, and ``batch_end_noop`` (a callback that
+below), and without ``--quick`` each monitor alone (``gradients``: ``GradientNormMonitor``,
+one forward and backward pass over the probe batch per epoch, plus its trace in the
+untimed first epoch), and ``batch_end_noop`` (a callback that
 only overrides ``on_train_batch_end``: the price of losing Keras's asynchronous batch-end
 dispatch, which ``ExplosionGuard`` pays).
 
-Command: ``python benchmarks/monitor_overhead.py [--quick] [--out PATH]``; ~9 min on 2 CPU
+Command: ``python benchmarks/monitor_overhead.py [--quick] [--out PATH]``; ~11 min on 2 CPU
 cores (``--quick``: < 60 s, plain vs all, 3 rounds on 10k images). Writes JSON (default
 ``docs/results/monitor_overhead.json``) and prints the median ratio.
 """
@@ -54,6 +56,7 @@ DEFAULTS = {
     "explosion_factor": 3.0,
     "update_ratio_every": 100,  # steps
     "activations_every": 1,  # epochs, on a fixed probe batch of PROBE examples
+    "gradient_norms_every": 1,  # epochs, per-layer gradient norms on the same probe (x, y)
     "first_layer_every": 5,  # epochs
     "tensorboard": True,
 }
@@ -158,26 +161,27 @@ def build_model(seed: int) -> keras.Model:
     return model
 
 
-def make_callbacks(name: str, probe: np.ndarray, workdir: str) -> list:
-    """The callbacks of configuration ``name``."""
+def make_callbacks(name: str, probe: tuple[np.ndarray, np.ndarray], workdir: str) -> list:
+    """The callbacks of configuration ``name``; ``probe`` is the fixed ``(x, y)`` batch."""
     off = dict(DEFAULTS, explosion_factor=3.0, update_ratio_every=0, activations_every=0,
-               first_layer_every=0)
+               first_layer_every=0, gradient_norms_every=0)
+    given = {"probe_x": probe[0], "probe_y": probe[1], "workdir": workdir}
     if name == "plain":
         return []
     if name == "batch_end_noop":
         return [BatchEndNoop()]
     if name == "all":
-        return monitors.callbacks(DEFAULTS, probe_x=probe, workdir=workdir)
+        return monitors.callbacks(DEFAULTS, **given)
     if name == "guard":
         return monitors.callbacks(off)
     one = {"ratio": "update_ratio_every", "activations": "activations_every",
-           "first_layer": "first_layer_every"}[name]
-    cbs = monitors.callbacks(dict(off, **{one: DEFAULTS[one]}), probe_x=probe, workdir=workdir)
+           "first_layer": "first_layer_every", "gradients": "gradient_norms_every"}[name]
+    cbs = monitors.callbacks(dict(off, **{one: DEFAULTS[one]}), **given)
     return cbs[1:]  # without the guard
 
 
-def run_round(names: list[str], ds: tf.data.Dataset, probe: np.ndarray, epochs: int,
-              seed: int, workdir: str) -> dict[str, dict]:
+def run_round(names: list[str], ds: tf.data.Dataset, probe: tuple[np.ndarray, np.ndarray],
+              epochs: int, seed: int, workdir: str) -> dict[str, dict]:
     """One round: a fresh model per configuration, all from ``seed``, trained epoch by epoch.
 
     The configurations take turns every epoch (``fit(initial_epoch=e, epochs=e + 1)``, the
@@ -229,13 +233,14 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.examples or (10000 if args.quick else 20000)
     names = ["plain", "all"]
     if not args.quick:
-        names += ["guard", "batch_end_noop", "ratio", "activations", "first_layer"]
+        names += ["guard", "batch_end_noop", "ratio", "activations", "first_layer",
+                  "gradients"]
 
     start = time.time()
     x, y, source = load_data(n)
     ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
           .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
-    probe = x[:PROBE]
+    probe = (x[:PROBE], y[:PROBE])  # one-hot labels, as the model's loss takes them
     rounds_data = []
     with tempfile.TemporaryDirectory() as workdir:
         for r in range(rounds):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +31,16 @@ import numpy as np
 
 import tuning
 from recipes import (
+    causes,
     cli,
     configs,
     diagnose,
     io,
     lr_range,
     pipeline,
+    preflight,
     prepare,
+    repair,
     report,
     sanity,
     train,
@@ -44,7 +49,15 @@ from recipes import data as data_lib
 from recipes import workdir as wd
 
 #: The procedure's steps, in the order they run. "all" runs every one.
-STEPS = ("sanity", "overfit", "lr_range", "search", "train", "diagnose", "report")
+STEPS = ("checks", "sanity", "overfit", "lr_range", "search", "train", "diagnose", "repair",
+         "report")
+#: With ``fit=`` (the user's own run, as written): check, run it, read it, repair it.
+FIT_STEPS = ("checks", "train", "diagnose", "repair", "report")
+#: The ``model.fit`` arguments ``fit=`` takes, and the config field each one sets.
+FIT_FIELDS = {"epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
+              "shuffle": ("train", "shuffle"), "validation_split": ("dataset", "val_size"),
+              "verbose": ("train", "verbose")}
+REPAIR_MIN_SECONDS = 10.0  # the repair budget's floor: a run of a second cannot be mended in two
 SEARCH_LR_MARGIN = 10.0  # the search spans the lr range widened by this factor each side
 
 
@@ -77,54 +90,154 @@ def parse_steps(steps: str | list[str] | None) -> list[str]:
 
 
 def run(config: Any, workdir: str, *, model: Any = None, data: Any = None,
-        steps: str | list[str] | None = None, splits: data_lib.Splits | None = None,
-        overwrite: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+        fit: dict[str, Any] | None = None, steps: str | list[str] | None = None,
+        splits: data_lib.Splits | None = None, overwrite: bool = False,
+        echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the babysitting procedure on ``config`` and writes everything into ``workdir``.
 
     Args:
-        config: a full or partial config tree.
-        workdir: the procedure's directory; the final training run's artifacts go here too.
+        config: a full or partial config tree (None: the defaults).
+        workdir: the procedure's directory; the first training run's artifacts go here,
+            the repair attempts under ``repairs/``, the final model to ``final.keras``.
         model: the user's network instead of ``model.arch``: a ``keras.Model`` (compiled or
             not; every step trains a fresh copy, ``keras.models.clone_model``) or a function
             returning one. What it was compiled with is kept where ``config`` is silent.
         data: the user's data instead of ``config.dataset``: ``(x, y)``,
             ``(x_train, y_train, x_test, y_test)``, a pair of ``tf.data`` datasets or
             ``recipes.data.Splits``.
+        fit: the user's own ``model.fit`` settings (``epochs``, ``batch_size``, ``shuffle``,
+            ``validation_split``): the first training run is then the run as written — the
+            data as given (no preprocessing), the model's optimizer and loss, the last
+            epoch's weights — and the steps default to :data:`FIT_STEPS`. Without a
+            validation split (``validation_split`` absent or 0) ``dataset.val_size`` (10 %)
+            is held out all the same: every diagnosis and repair is judged on it.
         steps: ``"all"`` (default: ``config.babysit.steps``) or a subset, comma separated.
         splits: already-loaded ``Splits`` (the older name of ``data``).
         overwrite: replace a finished procedure in ``workdir``.
         echo: where each step's line goes (``print``; ``lambda s: None`` for silence).
 
     Returns:
-        ``{"steps": [...], "summary": {...}, "findings": [...], "config": {...}}``, also
-        written to ``workdir/babysit.json``.
+        ``{"steps", "findings", "repairs", "final", "verdict", "summary", "config", ...}``,
+        also written to ``workdir/babysit.json``.
 
     Raises:
         ValueError: a bad config field, bad data or an unusable workdir (before any step).
     """
     wd.check_path(workdir)
+    data = data if data is not None else splits
+    if fit is not None:
+        config = as_given(config, fit, users_data=data is not None)
     # Every field, the data and the model are checked before any step writes a byte.
-    prepared = prepare.prepare(config, model=model, data=data if data is not None else splits)
+    prepared, aid = _prepare(config, model, data, fit)
     cfg, splits = prepared.config, prepared.splits
-    todo = parse_steps(steps if steps is not None else cfg.babysit.steps)
+    default = ",".join(FIT_STEPS) if fit is not None else cfg.babysit.steps
+    todo = parse_steps(steps if steps is not None else default)
     request = _request(cfg, todo, prepared)
     _check_workdir(workdir, cfg, todo, overwrite)
     notes = _search_space_for(cfg, prepared) if "search" in todo else []
     if "search" in todo:
         tuning.search.check_space_values(cfg, tuning.space.from_mapping(cfg.search.space, cfg),
-                                         splits, model=model)
+                                         splits, model=aid.model)
     wd.check_space(workdir, train.checkpoint_bytes(prepared.model) + (1 << 20))
     with wd.locked(workdir):
         wd.recover(workdir)  # what a replacement killed mid-swap left behind
         _check_workdir(workdir, cfg, todo, overwrite)  # it may have changed meanwhile
         state = _State(cfg=cfg, splits=splits, workdir=workdir, todo=todo, echo=echo,
-                       model=model, prepared=prepared, shown=workdir, request=request,
-                       search_notes=notes)
+                       model=aid.model, prepared=prepared, shown=workdir, request=request,
+                       search_notes=notes, aid=aid, fit=fit)
         if overwrite and wd.holds_files(workdir) and not _continues(workdir, request):
             with wd.replacing(workdir, can_continue=lambda d: _continues(d, request, True)) as d:
                 state.workdir = d
                 return _run_steps(state)
         return _run_steps(state)
+
+
+def as_given(config: Any, fit: dict[str, Any], *, users_data: bool) -> dict[str, Any]:
+    """The config of the user's own run, as written: ``fit``'s settings, nothing added.
+
+    Keras' ``fit`` keeps the last epoch's weights, shuffles, uses no schedule; the user's
+    arrays go in as given (``dataset.preprocess=none``) unless ``config`` says otherwise.
+    The result is a partial tree: the model's compiled loss and optimizer fill the rest
+    (``recipes.prepare.resolve``).
+
+    Raises:
+        ValueError: ``fit`` holds a key babysit cannot honour, or is not a dict.
+    """
+    if not isinstance(fit, dict):
+        raise ValueError(f"fit={fit!r}: give a dict of model.fit settings, e.g. "
+                         "fit={'epochs': 20, 'batch_size': 32}")
+    unknown = sorted(set(fit) - set(FIT_FIELDS))
+    if unknown:
+        raise ValueError(f"fit: {', '.join(unknown)} not supported; babysit takes "
+                         f"{', '.join(FIT_FIELDS)} (the data goes in data=)")
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    given = {(b, f) for b, fields in tree.items() if isinstance(fields, dict) for f in fields}
+    defaults = {("train", "epochs"): 1, ("train", "batch_size"): 32, ("train", "verbose"): 0,
+                ("train", "restore_best"): False, ("train", "prior_bias"): False}
+    if users_data:
+        defaults[("dataset", "preprocess")] = "none"
+    values = {k: v for k, v in defaults.items() if k not in given}
+    values.update({FIT_FIELDS[k]: v for k, v in fit.items()  # fit= is the user's word ...
+                   if k != "validation_split" or v})  # ... but repairs need a val split
+    for (branch, field), value in values.items():
+        tree.setdefault(branch, {})[field] = value
+    return tree
+
+
+def _prepare(config: Any, model: Any, data: Any, fit: dict[str, Any] | None
+             ) -> tuple[prepare.Prepared, _FirstAid]:
+    """``prepare`` the run; a network too broken to start gets its checks' first fix.
+
+    Where the model and labels cannot even be paired (output units ≠ classes, class ids
+    scaled like pixels), the checks before training name the cause; its first remedy is
+    applied here so the procedure can run, and the repair table shows it as round 0.
+
+    Raises:
+        ValueError: the original error, when no check explains it with a remedy.
+    """
+    try:
+        return prepare.prepare(config, model=model, data=data), _FirstAid(model, data, config)
+    except ValueError as error:
+        if model is None and data is None:
+            raise
+        checks = preflight.run(config, model=model, data=data,
+                               fit=fit if model is not None else None)
+        top = next((f for f in checks if f.severity == "error" and f.remedies), None)
+        if top is None:
+            raise
+        base = repair.Attempt("as given", config, model, data, "")
+        classes, multilabel = _classes_of(config, data)
+        fixed = repair.apply(base, top.remedies[0], label="before training", workdir="",
+                             num_classes=classes, multilabel=multilabel)
+        try:
+            prepared = prepare.prepare(fixed.config, model=fixed.model, data=fixed.data)
+        except ValueError:
+            raise error from None
+        return prepared, _FirstAid(fixed.model, fixed.data, fixed.config, str(error), checks,
+                                   top, top.remedies[0])
+
+
+def _classes_of(config: Any, data: Any) -> tuple[int, bool]:
+    """C and multi-label as the data says (2, False when the labels cannot be read yet)."""
+    try:
+        info = prepare.load_splits(configs.complete(config), data).info
+    except ValueError:
+        return 2, False
+    return int(info.num_classes), bool(info.multilabel)
+
+
+@dataclasses.dataclass
+class _FirstAid:
+    """What the procedure runs on: the user's network and data, or their first-aid fix."""
+
+    model: Any
+    data: Any
+    config: Any
+    error: str = ""  # why the run as given could not start
+    checks: list[causes.Finding] = dataclasses.field(default_factory=list)
+    finding: causes.Finding | None = None
+    remedy: causes.Remedy | None = None
 
 
 def _run_steps(state: _State) -> dict[str, Any]:
@@ -135,6 +248,8 @@ def _run_steps(state: _State) -> dict[str, Any]:
     for name in state.todo:
         if state.stopped:
             break
+        if name == "report":
+            _conclude(state)
         start = time.time()
         for step in _RUNNERS[name](state):
             step.seconds = round(time.time() - start, 1)
@@ -142,6 +257,7 @@ def _run_steps(state: _State) -> dict[str, Any]:
             state.echo(step.line(len(state.steps), state.expected_lines()))
             start = time.time()
         _save(state)
+    _conclude(state)
     if state.stopped and "report" in state.todo and "report" not in state.done:
         for step in _report(state):
             state.steps.append(step)
@@ -149,6 +265,101 @@ def _run_steps(state: _State) -> dict[str, Any]:
     state.finished = True
     _save(state)
     return _result(state)
+
+
+def _conclude(state: _State) -> None:
+    """The final model: the best validated run, tested once; then the verdict lines."""
+    best = state.best
+    if best is None or state.final:
+        return
+    p = prepare.prepare(best.config, model=best.model, data=best.data)
+    model_path = os.path.join(best.workdir, "model.keras")
+    with warnings.catch_warnings():  # the fresh model's optimizer has no slots yet
+        warnings.simplefilter("ignore", UserWarning)
+        p.model.load_weights(model_path)
+    scores = train.test_scores(p)
+    summary_path = os.path.join(best.workdir, "summary.json")
+    best.summary.update(scores)
+    io.write_json(summary_path, best.summary)
+    final_path = os.path.join(state.workdir, "final.keras")
+    train.save_model(p.model, final_path)
+    later = [r for r in state.repairs if r.round > 0]
+    seconds = state.base.seconds + sum(r.seconds for r in later)
+    fit_seconds = state.base.fit_seconds + sum(r.fit_seconds for r in later)
+    state.summary = best.summary
+    state.final = {**scores, "val_accuracy": best.val_accuracy, "label": best.label,
+                   "changes": best.change, "transforms": list(best.transforms),
+                   "seconds": round(seconds, 1), "as_given_seconds": state.base.seconds,
+                   "fit_seconds": round(fit_seconds, 2),
+                   "as_given_fit_seconds": state.base.fit_seconds,
+                   "model": os.path.join(state.shown, "final.keras"),
+                   "run": os.path.join(state.shown, os.path.relpath(best.workdir,
+                                                                    state.workdir))}
+    state.verdict = verdict_lines(state)
+    for line in state.verdict:
+        state.echo(line)
+
+
+def verdict_lines(state: _State) -> list[str]:
+    """The verdict: the final accuracy, what was found and repaired, the next command."""
+    final, rows = state.final, [r for r in state.repairs if r.kept]
+    acc = final.get("test_tta_accuracy", final.get("test_accuracy", math.nan))
+    problems = [f for f in state.findings if causes.serious(f)]
+    head = f"test accuracy {acc:.4f}"
+    if rows:
+        fixed = "; ".join(f"{r.cause}, {r.change}, {_points(r)}" for r in rows)
+        causes_fixed = {r.cause for r in rows}
+        left = [f for f in state.best.problems() if causes.serious(f)
+                and f.cause not in causes_fixed]
+        head += (f"; {len(causes_fixed)} problem(s) found and repaired: {fixed}"
+                 + (f"; {len(left)} more not repaired" if left else ""))
+    elif problems:
+        head += (f"; {len(problems)} problem(s) found ({', '.join(f.cause for f in problems)})"
+                 + (", no remedy improved validation accuracy" if state.repairs else ""))
+    else:
+        head += "; no problems found"
+    lines = [head]
+    nxt = _next_step(state)
+    if nxt:
+        lines.append(f"next: {nxt}")
+    return lines
+
+
+def _points(r: repair.Repair) -> str:
+    if not math.isfinite(r.val_accuracy_before):
+        return f"val accuracy {r.val_accuracy_after:.4f} (could not start as given)"
+    return f"{100 * (r.val_accuracy_after - r.val_accuracy_before):+.1f} points"
+
+
+def _next_step(state: _State) -> str:
+    """The next command for a problem still open with a remedy the loop did not try."""
+    tried = {(r.cause, r.change) for r in state.repairs}
+    best = state.best
+    findings = best.problems() if best is not None and best is not state.base \
+        else state.findings
+    for f in findings:
+        if not causes.serious(f):
+            continue
+        for r in f.remedies:
+            if (f.cause, r.text) in tried:
+                continue
+            if r.transform == "lr_range":
+                return f"{f.cause}: {r.text} (the lr_range step: --steps=all)"
+            if not r.change:
+                return f"{f.cause}: {r.text} (models.transform.{r.transform} on your model)"
+            flags = causes.flags_for({**(best.change if best else {}), **r.change})
+            command = _command()
+            return f"{f.cause}: {r.text}: " + (f"{command} {flags}" if command else
+                                               f"config overrides {flags}")
+    return ""
+
+
+def _command() -> str:
+    """The command line that ran this procedure without its workdir; "" from Python."""
+    if not (sys.argv and sys.argv[0].endswith(("babysit.py", "babysit", "__main__.py"))):
+        return ""
+    kept = [a for a in sys.argv[1:] if not a.startswith(("--workdir", "--overwrite"))]
+    return " ".join(["python -m recipes.babysit", *kept, "--workdir=NEW_DIR"])
 
 
 def _request(cfg: ml_collections.ConfigDict, todo: list[str],
@@ -266,11 +477,23 @@ class _State:
     summary: dict[str, Any] | None = None
     findings: list[Any] = dataclasses.field(default_factory=list)
     batch_losses: list[float] = dataclasses.field(default_factory=list)
+    aid: _FirstAid | None = None  # the network and data the runs use (and a first-aid fix)
+    fit: dict[str, Any] | None = None  # the user's own fit settings (the run as written)
+    checks: list[Any] = dataclasses.field(default_factory=list)  # before training
+    base: repair.Attempt | None = None  # the first training run
+    best: repair.Attempt | None = None  # the best validated run (after the repairs)
+    repairs: list[repair.Repair] = dataclasses.field(default_factory=list)
+    final: dict[str, Any] = dataclasses.field(default_factory=dict)
+    verdict: list[str] = dataclasses.field(default_factory=list)
 
     def expected_lines(self) -> int:
-        # sanity prints 3 lines (4 with custom layers), train 2 (training, crops)
-        extra = 2 * ("sanity" in self.todo) + ("train" in self.todo)
+        # sanity prints 3 lines (4 with custom layers)
+        extra = 2 * ("sanity" in self.todo)
         return max(len(self.steps), len(self.todo) + extra)
+
+    @property
+    def users_model(self) -> bool:
+        return self.prepared.source.is_users(self.cfg)
 
 
 def _sanity(state: _State):
@@ -317,8 +540,9 @@ def _lr_range(state: _State):
         # The low end: short runs favour large rates that full training cannot sustain.
         chosen = float(result.range[0])
         state.cfg.optimizer.learning_rate = chosen
-        yield Step("learning-rate range", True,
-                   f"{result.verdict}; training uses lr {chosen:.1e}")
+        then = ("the search spans it" if "search" in state.todo
+                else f"training uses lr {chosen:.1e}")
+        yield Step("learning-rate range", True, f"{result.verdict}; {then}")
     state.done.add("lr_range")
 
 
@@ -350,56 +574,109 @@ def _search(state: _State):
     state.done.add("search")
 
 
-def _train(state: _State):
-    """Full training with the chosen settings and every monitor on."""
-    recorder = lr_range.BatchLossRecorder()
-    summary = train.run(state.cfg, state.workdir, splits=state.splits, model=state.model,
-                        extra_callbacks=[recorder])
-    state.summary = summary
-    state.batch_losses = [float(v) for v in recorder.losses]
-    io.write_json(os.path.join(state.workdir, "batch_losses.json"), state.batch_losses)
-    ok = summary["stopped_reason"] == "completed"
-    yield Step("train", ok,
-               f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} "
-               f"epochs ({summary['fit_seconds']:.0f} s); {summary['stopped_reason']}")
-    if state.cfg.evaluate.tta == "none":
-        yield Step("test-time crops", None, "skipped: evaluate.tta=none (use ten_crop where "
-                   "flips and crops keep the label, e.g. CIFAR)")
+def _checks(state: _State):
+    """The checks before training: output vs loss vs labels, input scale, the network."""
+    aid = state.aid
+    checks = aid.checks if aid.error else preflight.run(
+        aid.config, model=aid.model, data=aid.data if aid.data is not None else state.splits,
+        fit=state.fit if aid.model is not None else None)
+    state.checks = checks
+    problems = [f for f in checks if causes.serious(f)]
+    if not problems:
+        yield Step("checks before training", True, "output, loss, labels, inputs and "
+                   "network agree")
     else:
-        gain = summary["test_tta_accuracy"] - summary["test_accuracy"]
-        yield Step("test-time crops", gain >= 0,
-                   f"{summary['tta_mode']}: test accuracy {summary['test_tta_accuracy']:.4f}"
-                   f" ({gain:+.4f} over a single view)")
+        errors = any(f.severity == "error" for f in problems)
+        yield Step("checks before training", False if errors else None,
+                   f"{len(problems)} problem(s): " + "; ".join(
+                       f"{f.cause} ({f.evidence})" for f in problems[:3]),
+                   "; ".join(causes.describe(f) for f in problems))
+    state.done.add("checks")
+
+
+def _train(state: _State):
+    """The first training run (the run as written with ``fit=``), every monitor on.
+
+    The test split is not read here: the procedure evaluates its final, best validated
+    model once, at the end.
+    """
+    aid = state.aid
+    label = "as given" if state.fit is not None else "train"
+    base = repair.Attempt(label, state.cfg, aid.model, state.splits, state.workdir)
+    search = state.search.get("search", {}) if state.search else None
+    repair.run_attempt(base, users_model=state.users_model, catch=False, search=search)
+    state.base = state.best = base
+    state.summary = base.summary
+    state.batch_losses = io.read_json(os.path.join(state.workdir, "batch_losses.json"),
+                                      what="per-step losses")
+    if aid.error:
+        state.repairs.append(_first_aid_row(state, base))
+    s = base.summary
+    kept = f", epoch {s['best_epoch']}'s weights kept" if s.get("best_epoch") else ""
+    yield Step("train", s["stopped_reason"] == "completed",
+               f"val accuracy {s.get('val_accuracy', math.nan):.4f} after {s['epochs']} "
+               f"epochs{kept} ({s['fit_seconds']:.0f} s); {s['stopped_reason']}"
+               + (f"; as given it could not start, so: {aid.remedy.text}" if aid.error else ""))
     state.done.add("train")
 
 
+def _first_aid_row(state: _State, base: repair.Attempt) -> repair.Repair:
+    """Round 0 of the repair table: the fix without which the run as given cannot start."""
+    aid = state.aid
+    return repair.Repair(0, aid.finding.cause, aid.remedy.text, dict(aid.remedy.change),
+                         aid.remedy.transform, math.nan, base.val_accuracy, True,
+                         base.seconds, aid.remedy.flags(), state.workdir,
+                         f"the run as given could not start: {aid.error}", base.fit_seconds)
+
+
 def _diagnose(state: _State):
-    """The lecture's reading of the curves, as findings with advice."""
-    history_path = os.path.join(state.workdir, "history.csv")
-    if not os.path.exists(history_path):
-        yield Step("diagnosis", None, "skipped: no training history (run the train step)")
+    """The lecture's reading of the curves, with the checks', as one resolved list."""
+    if state.base is None:
+        yield Step("diagnosis", None, "skipped: no training run (run the train step)")
         return
-    stats: dict[str, Any] = {"num_classes": state.splits.info.num_classes,
-                             "loss": state.cfg.loss.name,
-                             "steps_per_epoch": pipeline.steps_per_epoch(
-                                 len(state.splits.train), state.cfg)}
-    act_path = os.path.join(state.workdir, "activation_stats.json")
-    if os.path.exists(act_path):
-        records = io.read_json(act_path, what="activation statistics")
-        if records:
-            stats["activation_stats"] = records[-1]["layers"]
-    if state.search:
-        stats["search"] = state.search.get("search", {})
-    findings = diagnose.diagnose(io.read_csv(history_path), stats,
-                                 batch_history=state.batch_losses or None)
+    # After first aid the checks' problem is fixed in every run: the loop must not see it
+    # again, but the findings of the run as given keep it.
+    state.base.checks = state.checks if not state.aid.error else []
+    findings = causes.resolve([*state.checks, *state.base.findings])
     state.findings = findings
     io.write_json(os.path.join(state.workdir, "findings.json"), diagnose.to_dict(findings))
-    serious = [f for f in findings if f.severity in ("error", "warning")]
-    verdict = ("no problems found in the curves" if not serious else
-               f"{len(serious)} finding(s): " + ", ".join(f.code for f in serious))
-    advice = "; ".join(f"{f.code}: {f.advice}" for f in serious)
-    yield Step("diagnosis", not any(f.severity == "error" for f in findings), verdict, advice)
+    serious = [f for f in findings if causes.serious(f)]
+    verdict = ("no problems found" if not serious else
+               f"{len(serious)} problem(s): " + ", ".join(f.cause for f in serious))
+    advice = "; ".join(causes.describe(f) for f in serious)
+    yield Step("diagnosis", not any(f.severity == "error" for f in serious), verdict, advice)
     state.done.add("diagnose")
+
+
+def _repair(state: _State):
+    """Apply the top remedy, retrain with the same budget, keep it only if val improves."""
+    if state.base is None:
+        yield Step("repair", None, "skipped: no training run to repair")
+        return
+    b = state.cfg.babysit
+    budget = max(float(b.repair_budget) * state.base.planned_fit_seconds, REPAIR_MIN_SECONDS)
+    info = state.splits.info
+    best, rows = repair.loop(state.base, root=os.path.join(state.workdir, "repairs"),
+                             rounds=int(b.repair_rounds), budget=budget,
+                             users_model=state.users_model, num_classes=info.num_classes,
+                             multilabel=bool(info.multilabel), echo=state.echo)
+    state.best = best
+    state.repairs += rows
+    kept = [r for r in rows if r.kept]
+    if not rows:
+        verdict = "nothing to repair" if not any(causes.serious(f) for f in state.findings) \
+            else "no remedy left to try"
+    else:
+        verdict = (f"{len(rows)} tried, {len(kept)} kept"
+                   + (": " + "; ".join(f"{r.cause} ({r.change})" for r in kept) if kept else "")
+                   + f"; val accuracy {_acc(state.base.val_accuracy)} → "
+                   f"{_acc(best.val_accuracy)}")
+    yield Step("repair", None if not kept else True, verdict)
+    state.done.add("repair")
+
+
+def _acc(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
 
 
 def _report(state: _State):
@@ -413,8 +690,9 @@ def _report(state: _State):
     state.done.add("report")
 
 
-_RUNNERS = {"sanity": _sanity, "overfit": _overfit, "lr_range": _lr_range, "search": _search,
-            "train": _train, "diagnose": _diagnose, "report": _report}
+_RUNNERS = {"checks": _checks, "sanity": _sanity, "overfit": _overfit,
+            "lr_range": _lr_range, "search": _search, "train": _train,
+            "diagnose": _diagnose, "repair": _repair, "report": _report}
 
 
 def _context(state: _State) -> dict[str, Any]:
@@ -438,6 +716,8 @@ def _context(state: _State) -> dict[str, Any]:
         "steps": [dataclasses.asdict(s) for s in state.steps],
         "images": _input_images(state),
         "findings": state.findings,
+        "verdict": state.verdict,
+        "repairs": [r.to_dict() for r in state.repairs] if "repair" in state.done else None,
     }
     history_path = os.path.join(w, "history.csv")
     if os.path.exists(history_path):
@@ -525,8 +805,11 @@ def _result(state: _State) -> dict[str, Any]:
             "stopped": state.stopped,
             "finished": state.finished,
             "request": state.request,
-            "summary": state.summary or {},
+            "verdict": state.verdict,
             "findings": diagnose.to_dict(state.findings) if state.findings else [],
+            "repairs": repair.summary_rows(state.repairs),
+            "final": io.json_ready(state.final),
+            "summary": io.json_ready(state.summary or {}),
             "config": io.json_ready(state.cfg.to_dict())}
 
 

@@ -48,20 +48,20 @@ CAUSES: dict[str, Cause] = {c.name: c for c in (
     Cause("unnormalized_inputs", "inputs far outside [-1, 1] or with constant features"),
     Cause("missing_nonlinearity", "stacked Dense/Conv layers with no activation between "
           "them collapse into one linear map"),
+    Cause("strong_regularization", "dropout above 0.5 or weight decay so strong the model "
+          "cannot fit the training set", "capacity", +1),
+    Cause("not_shuffled", "examples arrive in the same (sorted) order every epoch"),
+    Cause("batch_too_small", "so few examples per step that the loss is mostly noise",
+          "batch_size", +1),
+    Cause("bad_initialization", "weights too small or too large at the start: a plateau, "
+          "then a drop, or a wrong initial loss"),
+    Cause("vanishing_gradients", "gradients shrink layer after layer towards the input"),
+    Cause("saturated_units", "tanh/sigmoid units on their flat ends"),
     Cause("learning_rate_too_high", "updates too large: the loss diverges, jumps or the "
           "updates exceed ~1e-2 of the weights", "learning_rate", -1),
     Cause("exploding_gradients", "gradients grow layer after layer towards the input",
           "learning_rate", -1),
-    Cause("bad_initialization", "weights too small or too large at the start: a plateau, "
-          "then a drop, or a wrong initial loss"),
     Cause("dead_units", "ReLUs that never fire (too large a step or a negative bias)"),
-    Cause("saturated_units", "tanh/sigmoid units on their flat ends"),
-    Cause("vanishing_gradients", "gradients shrink layer after layer towards the input"),
-    Cause("not_shuffled", "examples arrive in the same (sorted) order every epoch"),
-    Cause("batch_too_small", "so few examples per step that the loss is mostly noise",
-          "batch_size", +1),
-    Cause("strong_regularization", "dropout above 0.5 or weight decay so strong the model "
-          "cannot fit the training set", "capacity", +1),
     Cause("learning_rate_too_low", "updates too small: the loss falls slowly, in a line",
           "learning_rate", +1),
     Cause("too_few_epochs", "the validation loss was still falling when training stopped",
@@ -83,14 +83,17 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
     "exploding_gradients": ("dead_units", "batch_too_small", "overfitting", "underfitting"),
     "learning_rate_too_high": ("dead_units", "exploding_gradients", "batch_too_small",
                                "overfitting", "underfitting", "saturated_units"),
+    # Tiny weights make every update look large next to them (the update/weight ratio).
     "bad_initialization": ("vanishing_gradients", "learning_rate_too_low", "dead_units",
-                           "saturated_units"),
+                           "saturated_units", "learning_rate_too_high", "exploding_gradients",
+                           "underfitting", "too_few_epochs"),
     "dead_units": ("vanishing_gradients", "underfitting", "learning_rate_too_low"),
     "saturated_units": ("vanishing_gradients", "underfitting", "learning_rate_too_low"),
     "vanishing_gradients": ("learning_rate_too_low", "underfitting", "too_few_epochs"),
     "not_shuffled": ("batch_too_small", "learning_rate_too_high"),
     "batch_too_small": ("learning_rate_too_high",),
-    "strong_regularization": ("underfitting", "learning_rate_too_low"),
+    "strong_regularization": ("underfitting", "learning_rate_too_low", "dead_units",
+                              "too_few_epochs"),
     "learning_rate_too_low": ("underfitting", "too_few_epochs"),
 }
 
@@ -183,8 +186,14 @@ def _batch(ctx: Context) -> list[Remedy]:
     return [Remedy(f"batch size {ctx.batch_size} → {size}", {"train.batch_size": size})]
 
 
+SHORT_RUN_STEPS = 100  # optimizer steps a run needs at the least (the diagnosis: < 50)
+
+
 def _epochs(ctx: Context) -> list[Remedy]:
-    more = max(ctx.epochs + 1, 2 * ctx.epochs)
+    """Twice the epochs, or enough for ``SHORT_RUN_STEPS`` steps (at most 20x the epochs)."""
+    per_epoch = -(-ctx.train_size // max(ctx.batch_size, 1)) if ctx.train_size else 0
+    need = -(-SHORT_RUN_STEPS // per_epoch) if per_epoch else 0
+    more = max(ctx.epochs + 1, 2 * ctx.epochs, min(need, 20 * ctx.epochs))
     return [Remedy(f"train {ctx.epochs} → {more} epochs", {"train.epochs": more})]
 
 
@@ -197,11 +206,17 @@ def _overfit(ctx: Context) -> list[Remedy]:
     return out
 
 
+#: The lr the lecture's range test finds (``recipes.lr_range.run``, its range's low end):
+#: not a model transformation but a measurement the repair loop runs first.
+LR_RANGE = Remedy("lr from a learning-rate range test (short runs across decades)", {},
+                  "lr_range")
+
 _REMEDIES = {
+    # The output matched to the labels: softmax + cross-entropy for one class per example,
+    # a sigmoid + binary cross-entropy per label or for one unit on two classes.
     "output_loss_mismatch": lambda ctx: [Remedy(
-        "an output layer and loss that match the labels (softmax + categorical cross-entropy "
-        "for one class per example, sigmoid + binary cross-entropy per label)",
-        {"loss.name": "softmax"}, "fix_output" if ctx.users_model else "")],
+        "output layer and loss matched to the labels", {"loss.name": "softmax"},
+        "fix_output" if ctx.users_model else "")],
     "scaled_labels": lambda ctx: [Remedy("labels back to class ids 0..C-1", {}, "relabel")],
     "unnormalized_inputs": lambda ctx: [Remedy("standardize the inputs (train statistics)",
                                                {"dataset.preprocess": "standardize"})],
@@ -214,6 +229,7 @@ _REMEDIES = {
         Remedy("clip the gradient norm at 1", {"optimizer.clipnorm": 1.0})],
     "learning_rate_too_high": lambda ctx: [
         Remedy(f"lr {ctx.learning_rate:.3g} → {ctx.learning_rate / 10:.3g}", _lr(ctx, 0.1)),
+        LR_RANGE,
         Remedy(f"lr {ctx.learning_rate:.3g} → {ctx.learning_rate / 100:.3g}", _lr(ctx, 0.01))],
     "bad_initialization": lambda ctx: [_model_fix(
         ctx, "He initialization (Glorot for tanh/sigmoid) with zero biases", "reinitialize",
@@ -236,9 +252,11 @@ _REMEDIES = {
     "batch_too_small": _batch,
     "strong_regularization": lambda ctx: [_model_fix(
         ctx, "dropout at most 0.5", "cap_dropout", {"model.dropout": min(ctx.dropout, 0.5)})],
+    # A loss too flat to say how far off the lr is: measure it first (the lr range test).
     "learning_rate_too_low": lambda ctx: [
+        LR_RANGE,
         Remedy(f"lr {ctx.learning_rate:.3g} → {ctx.learning_rate * 10:.3g}", _lr(ctx, 10)),
-        Remedy(f"lr {ctx.learning_rate:.3g} → {ctx.learning_rate * 3:.3g}", _lr(ctx, 3))],
+        Remedy(f"lr {ctx.learning_rate:.3g} → {ctx.learning_rate * 100:.3g}", _lr(ctx, 100))],
     "too_few_epochs": _epochs,
     "overfitting": _overfit,
     "underfitting": lambda ctx: [
@@ -268,13 +286,18 @@ def _rank(cause: str) -> int:
 def resolve(findings: Sequence[Finding]) -> list[Finding]:
     """One verdict from many findings: the documented rule, applied once.
 
-    A finding loses to another when the other's cause explains it (:data:`EXPLAINS`: a
-    diverging run's dead units are the lr's doing) or when both turn one knob opposite ways
-    (raise vs lower the learning rate); the cause earlier in :data:`CAUSES` wins. A loser
+    A finding loses to another when the other, an error, has a cause that explains it
+    (:data:`EXPLAINS`: a diverging run's dead units are the lr's doing; a mere warning
+    explains nothing, so an independent problem beside it still gets repaired), or when
+    both turn one knob opposite ways (raise vs lower the learning rate); the cause earlier
+    in :data:`CAUSES` wins. A loser
     keeps its evidence, is marked ``explained_by`` the winner, drops to ``info`` and offers
-    no remedy. The result is ordered most serious first: unexplained errors, then warnings,
-    then the rest, each by cause rank.
+    no remedy. The result is ordered most serious first: the unexplained errors and
+    warnings by cause rank (the most fundamental cause first: dead ReLUs before the flat
+    loss they make, whatever each rule's severity), then the information, then the
+    explained findings.
     """
+    findings = _merge_same_cause(findings)
     winners = [f for f in findings if f.severity in ("error", "warning")]
     out = []
     for f in findings:
@@ -282,8 +305,26 @@ def resolve(findings: Sequence[Finding]) -> list[Finding]:
         if by:
             f = dataclasses.replace(f, explained_by=by, severity="info", remedies=())
         out.append(f)
-    return sorted(out, key=lambda f: (bool(f.explained_by), SEVERITIES.index(f.severity),
-                                      _rank(f.cause)))
+    return sorted(out, key=lambda f: (bool(f.explained_by), f.severity == "info",
+                                      _rank(f.cause), SEVERITIES.index(f.severity)))
+
+
+def _merge_same_cause(findings: Sequence[Finding]) -> list[Finding]:
+    """One finding per cause: the most severe rule's, the others' evidence in ``data["also"]``.
+
+    Several rules often see one cause (a diverging loss, a huge update ratio and an lr
+    above its range all say ``learning_rate_too_high``): one problem, more evidence.
+    """
+    order = sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
+    primary: dict[str, Finding] = {}
+    also: dict[str, list[str]] = {}
+    for f in order:
+        if not f.cause or f.cause not in primary:
+            primary[f.cause or f"{f.code}#{id(f)}"] = f
+            continue
+        also.setdefault(f.cause, []).append(f"{f.code}: {f.evidence}")
+    return [dataclasses.replace(f, data={**f.data, "also": also[c]}) if c in also else f
+            for c, f in primary.items()]
 
 
 def _explainer(f: Finding, others: Sequence[Finding]) -> str:
@@ -295,7 +336,8 @@ def _explainer(f: Finding, others: Sequence[Finding]) -> str:
         them = CAUSES.get(o.cause)
         opposite = (me is not None and them is not None and me.knob and me.knob == them.knob
                     and me.direction * them.direction < 0)
-        if f.cause in EXPLAINS.get(o.cause, ()) or opposite:
+        explains = o.severity == "error" and f.cause in EXPLAINS.get(o.cause, ())
+        if explains or opposite:
             return o.cause
     return ""
 
@@ -303,6 +345,8 @@ def _explainer(f: Finding, others: Sequence[Finding]) -> str:
 def describe(f: Finding) -> str:
     """One line: cause, evidence and the first remedy with its flags."""
     line = f"{f.cause or f.code}: {f.evidence}"
+    if f.data.get("also"):
+        line += f" (and {len(f.data['also'])} more sign(s))"
     if f.explained_by:
         return f"{line} (explained by {f.explained_by})"
     if f.remedies:

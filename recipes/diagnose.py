@@ -25,7 +25,7 @@ __all__ = ["Finding", "Context", "SEVERITIES", "CODES", "diagnose", "to_dict",
            "format_findings", "cause_of", "read_run"]
 CODES = ("diverged", "loss_increasing", "not_training", "too_linear", "noisy", "slow_start",
          "not_converged", "overfitting", "underfitting", "cyclic", "update_ratio", "dead_units",
-         "saturated_units", "best_at_search_edge", "gradients")
+         "saturated_units", "best_at_search_edge", "gradients", "short_run")
 END_FRACTION = 0.1  # start/end of a curve = mean of its first/last 10 %: one epoch of ten
 EXPLODE_FACTOR = EXPLOSION_FACTOR  # lecture: "cost > 3 * original cost → break out early"
 INCREASE_TOL = 0.1  # ends 10 % above its start: more than batch noise, the update is wrong
@@ -46,7 +46,8 @@ UNDERFIT_GAP = 0.05  # train ≈ val (gap < 5 points) ...
 UNDERFIT_SCORE = 0.75  # ... and train accuracy < 75 % of the way from chance to the target
 CYCLIC_ACF = 0.4  # autocorrelation of the detrended per-step loss at the epoch lag; shuffled ≈ 0
 UPDATE_RATIO_LO, UPDATE_RATIO_HI = 1e-4, 1e-2  # lecture: ‖Δw‖/‖w‖ ≈ 1e-3, one decade either side
-DEAD_MAX = 0.2  # > 20 % of a layer's ReLUs never fire: capacity lost for good
+DEAD_MAX = 0.4  # lecture: "as much as 40 % of your network can be dead" (a healthy digits
+#                 MLP measured 20 % in one layer on a 256-image probe; a dying one 100 %)
 SATURATED_MAX = 0.25  # > 25 % of tanh/sigmoid outputs on the flat ends: gradients vanish there
 MIN_POINTS = 3  # shape rules need at least three points (epochs, or steps when given)
 MIN_SETTLED = 5  # "converged and still poor" needs 5 epochs: fewer cannot show the plateau
@@ -257,11 +258,34 @@ def _check_not_converged(loss: np.ndarray, name: str, start: float = math.nan
                     "share": float(share)})
 
 
+SHORT_RUN = 50  # optimizer steps: fewer, and an SGD-style run has barely started
+FIT_ACCURACY = 0.95  # ... unless it already fits its training set
+
+
+def _check_short_run(epochs: int, steps_per_epoch: int | None, acc: np.ndarray
+                     ) -> Finding | None:
+    """A run of a handful of optimizer steps that does not fit its training set yet."""
+    if not steps_per_epoch or not epochs:
+        return None
+    steps = int(epochs * steps_per_epoch)
+    train = float(acc[-1]) if len(acc) else math.nan
+    if steps >= SHORT_RUN or not train < FIT_ACCURACY:
+        return None
+    return Finding("short_run", "warning",
+                   f"only {steps} optimizer steps ({epochs} epoch(s) of {steps_per_epoch}), "
+                   f"train accuracy {train:.3f}: the run stopped before it started",
+                   "train for more epochs (a few hundred steps at the least)",
+                   {"steps": steps, "train_accuracy": train})
+
+
 def _check_overfitting(acc: np.ndarray, val_acc: np.ndarray, loss: np.ndarray,
-                       val_loss: np.ndarray) -> Finding | None:
+                       val_loss: np.ndarray, num_val: int = 0) -> Finding | None:
     train, val = (float(np.median(a[-3:])) if len(a) else math.nan for a in (acc, val_acc))
     gap, rise = train - val, math.nan  # medians of the last 3 epochs: one lucky epoch is noise
-    if gap > OVERFIT_GAP:
+    # A gap is a gap only beyond the val accuracy's sampling noise: 3 binomial standard
+    # errors (12 val examples at 83 %: ±0.32, so 14 points say nothing).
+    noise = 3 * math.sqrt(max(val * (1 - val), 0.0) / num_val) if num_val else 0.0
+    if gap > max(OVERFIT_GAP, noise):
         evidence = f"train accuracy {train:.3f} vs val {val:.3f}: gap {gap:.3f} (> {OVERFIT_GAP})"
     elif (len(val_loss) >= 2 * MIN_POINTS and len(loss) == len(val_loss)
           and np.isfinite(val_loss).all() and val_loss.min() > 0):
@@ -322,7 +346,7 @@ def _check_cyclic(steps: np.ndarray, period: int | None) -> Finding | None:
 
 def _check_update_ratio(ratios: np.ndarray) -> Finding | None:
     ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
-    if not len(ratios):
+    if len(ratios) < MIN_POINTS:  # two samples of a short run are not a verdict on the lr
         return None
     med = float(np.median(ratios))
     if UPDATE_RATIO_LO <= med <= UPDATE_RATIO_HI:
@@ -378,22 +402,57 @@ def _check_best_at_search_edge(param: str, spec: Mapping[str, Any]) -> Finding |
 GRAD_VANISH, GRAD_EXPLODE = 1e-3, 70.0  # first/last layer gradient norm (AUTOTRAINER's)
 
 
-def _check_gradients(ratio: np.ndarray) -> Finding | None:
-    """First-to-last layer gradient norm ratio: vanishing below, exploding above the band."""
+def _check_gradients(ratio: np.ndarray, initial: float = math.nan) -> Finding | None:
+    """First-to-last layer gradient norm ratio: vanishing below, exploding above the band.
+
+    ``initial`` is the ratio before the first update: a net whose gradient vanishes at the
+    start may never recover, and once its output layer has settled on the class priors
+    its own gradient is as small as the first layer's (the epoch ratios look normal).
+    """
     ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-    if not len(ratio):
+    at_init = math.isfinite(initial) and initial > 0 and not \
+        GRAD_VANISH <= initial <= GRAD_EXPLODE
+    if not len(ratio) and not at_init:
         return None
-    med = float(np.median(ratio))
-    if GRAD_VANISH <= med <= GRAD_EXPLODE:
+    med = float(np.median(ratio)) if len(ratio) else math.nan
+    if not at_init and GRAD_VANISH <= med <= GRAD_EXPLODE:
         return None
-    low = med < GRAD_VANISH
+    value, when = (initial, "before the first update") if at_init else \
+        (med, f"median over {len(ratio)} epoch(s)")
+    low = value < GRAD_VANISH
     return Finding("gradients", "warning",
-                   f"median first/last layer gradient norm ratio {med:.2g} over {len(ratio)} "
-                   f"epoch(s) is {'below' if low else 'above'} "
-                   f"{GRAD_VANISH if low else GRAD_EXPLODE:g}",
+                   f"first/last layer gradient norm ratio {value:.2g} ({when}) is "
+                   f"{'below' if low else 'above'} {GRAD_VANISH if low else GRAD_EXPLODE:g}",
                    "vanishing gradients: batch norm, ReLU with He init, fewer sigmoid layers"
                    if low else "exploding gradients: clip the gradient norm, lower the lr",
-                   {"median": med, "direction": "vanishing" if low else "exploding"})
+                   {"median": med, "initial": initial,
+                    "direction": "vanishing" if low else "exploding"})
+
+
+def _discount_update_ratio(out: list[Finding | None]) -> None:
+    """Large updates on a loss that does not move say nothing about the learning rate.
+
+    The lecture's ~1e-3 update/weight ratio reads the lr of a net that trains; when the
+    loss sits flat (``not_training``), large ratios come from weights that do not matter
+    (tiny, or behind a vanished gradient), so the finding becomes information.
+    """
+    if not any(f is not None and f.code == "not_training" for f in out):
+        return
+    for i, f in enumerate(out):
+        if f is not None and f.code == "update_ratio" and f.data.get("median", 0) > \
+                UPDATE_RATIO_HI:
+            out[i] = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; the "
+                                         "loss does not move, so not read as the lr")
+
+
+def _discount_short_run(out: list[Finding | None]) -> None:
+    """A run of a few dozen steps says it was too short, not that its lr is too low."""
+    if not any(f is not None and f.code == "short_run" for f in out):
+        return
+    for i, f in enumerate(out):
+        if f is not None and f.code in ("not_training", "too_linear"):
+            out[i] = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; too "
+                                         "few steps to read the lr from")
 
 
 SMALL_BATCH = 16  # a noisy loss at fewer examples per step is the batch's noise, not the lr
@@ -414,6 +473,7 @@ def cause_of(f: Finding, ctx: Context) -> str:
 _CAUSE_OF = {"diverged": "learning_rate_too_high", "loss_increasing": "learning_rate_too_high",
              "not_training": "learning_rate_too_low", "too_linear": "learning_rate_too_low",
              "slow_start": "bad_initialization", "not_converged": "too_few_epochs",
+             "short_run": "too_few_epochs",
              "overfitting": "overfitting", "underfitting": "underfitting",
              "cyclic": "not_shuffled", "dead_units": "dead_units",
              "saturated_units": "saturated_units", "best_at_search_edge": "search_range_edge"}
@@ -423,6 +483,8 @@ def _with_cause(f: Finding, ctx: Context) -> Finding:
     """``f`` with its cause and remedies; an overfit run whose best epoch was kept is info."""
     cause = cause_of(f, ctx)
     f = dataclasses.replace(f, cause=cause, remedies=causes.remedies(cause, ctx))
+    if cause == "search_range_edge":  # about the search, which shifts its own ranges
+        f = dataclasses.replace(f, severity="info")
     epoch = f.data.get("best_epoch") or 0
     if cause == "overfitting" and ctx.restore_best and epoch and f.data.get("gap", 0) <= \
             OVERFIT_GAP:
@@ -454,7 +516,9 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
             ``update_ratio_median``, ``act_dead_max``, ``act_saturated_max``, ``exploded``.
         stats: optional facts: ``num_classes``, ``target_accuracy`` (what the data allows,
             default 1.0), ``steps_per_epoch``, ``loss`` ("softmax" | "svm"),
-            ``activation_stats`` (per-layer dicts with name/dead/saturated fractions) and
+            ``activation_stats`` (per-layer dicts with name/dead/saturated fractions),
+            ``initial_gradient_ratio`` (first/last layer gradient norm before training),
+            ``num_val`` (validation examples: a train/val gap must beat their noise) and
             ``search`` ({param: {"best", "lo", "hi", "log"}}).
         batch_history: per-step training losses (not Keras's running epoch means); when
             given, the curve-shape rules and ``cyclic`` judge these instead of epoch losses.
@@ -500,7 +564,8 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
                                         math.log(classes) if classes and classes > 1
                                         else math.nan))
         acc, val_acc = _column(history, "accuracy"), _column(history, "val_accuracy")
-        out.append(_check_overfitting(acc, val_acc, loss, val_loss))
+        out.append(_check_overfitting(acc, val_acc, loss, val_loss,
+                                      int(stats.get("num_val") or 0)))
         if not any(f and f.code in ("overfitting", "too_linear", "slow_start", "not_converged")
                    for f in out):  # underfitting = converged and still poor, nothing else
             target = float(stats.get("target_accuracy", 1.0))
@@ -509,7 +574,12 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
             _check_dead_units(_layer_fractions(stats, "dead", history, "act_dead_max")),
             _check_saturated_units(
                 _layer_fractions(stats, "saturated", history, "act_saturated_max"))]
-    out.append(_check_gradients(_column(history, "grad_norm_ratio")))
+    out.append(_check_short_run(len(loss), stats.get("steps_per_epoch"),
+                                _column(history, "accuracy")))
+    out.append(_check_gradients(_column(history, "grad_norm_ratio"),
+                                float(stats.get("initial_gradient_ratio", math.nan))))
+    _discount_update_ratio(out)
+    _discount_short_run(out)
     out += [_check_best_at_search_edge(p, s) for p, s in (stats.get("search") or {}).items()]
     ctx = context or Context()
     return causes.resolve([_with_cause(f, ctx) for f in out if f])
@@ -517,7 +587,7 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
 
 def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
              steps_per_epoch: int | None = None, search: Mapping[str, Any] | None = None,
-             context: Context | None = None) -> list[Finding]:
+             context: Context | None = None, num_val: int = 0) -> list[Finding]:
     """Diagnoses a finished training run from the files in its ``workdir``.
 
     Reads ``history.csv``, the last record of ``activation_stats.json`` and, when the run
@@ -529,7 +599,7 @@ def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
     history_path = os.path.join(workdir, "history.csv")
     if not os.path.exists(history_path):
         return []
-    stats: dict[str, Any] = {"num_classes": num_classes, "loss": loss}
+    stats: dict[str, Any] = {"num_classes": num_classes, "loss": loss, "num_val": num_val}
     if steps_per_epoch:
         stats["steps_per_epoch"] = steps_per_epoch
     act_path = os.path.join(workdir, "activation_stats.json")
@@ -537,6 +607,13 @@ def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
         records = io.read_json(act_path, what="activation statistics")
         if records:
             stats["activation_stats"] = records[-1]["layers"]
+    grad_path = os.path.join(workdir, "gradient_norms.json")
+    if os.path.exists(grad_path):
+        records = io.read_json(grad_path, what="gradient norms")
+        first = records[0] if records and records[0].get("epoch") == 0 else None
+        if first and len(first.get("layers") or []) > 1:
+            g0, g1 = (float(first["layers"][i]["grad_norm"]) for i in (0, -1))
+            stats["initial_gradient_ratio"] = g0 / g1 if g1 > 0 else math.nan
     if search:
         stats["search"] = search
     steps_path = os.path.join(workdir, "batch_losses.json")

@@ -208,9 +208,11 @@ def config_callbacks(p: Prepared) -> list[keras.callbacks.Callback]:
 def _callbacks(p: Prepared, workdir: str, history_path: str,
                extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
     """The run's callbacks, in ``recipes.callbacks.build_callbacks``'s order."""
+    probe_x, probe_y = _probe(p)
     return bcallbacks.build_callbacks(
         p.config, steps_per_epoch=p.steps_per_epoch, epoch_seed=p.epoch_seed,
-        workdir=workdir, probe_x=_probe(p), input_shape=p.splits.info.input_shape,
+        workdir=workdir, probe_x=probe_x, probe_y=probe_y,
+        input_shape=p.splits.info.input_shape,
         initial_loss=bcallbacks.first_loss(history_path), has_val=p.val_ds is not None,
         tta_eval=_tta_eval(p), extra=extra)
 
@@ -225,13 +227,18 @@ def _tta_eval(p: Prepared) -> tta.CropAveragingEval | None:
                                  transform=p.preprocessor.transform)
 
 
-def _probe(p: Prepared, size: int = 256) -> np.ndarray | None:
-    """A fixed batch of validation images as the model sees them, for ActivationMonitor."""
-    if not p.config.monitor.activations_every:
-        return None
+def _probe(p: Prepared, size: int = 256) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A fixed validation batch as the model sees it, with its targets in the loss's form.
+
+    ``ActivationMonitor`` reads the inputs; ``GradientNormMonitor`` needs the targets too.
+    """
+    m = p.config.monitor
+    if not (m.activations_every or m.gradient_norms_every):
+        return None, None
     split = p.splits.val if len(p.splits.val) else p.splits.train
-    ds = p.dataset(split.x[:size], split.y[:size], training=False)
-    return np.concatenate([x.numpy() for x, _ in ds])
+    batches = list(p.dataset(split.x[:size], split.y[:size], training=False))
+    return (np.concatenate([x.numpy() for x, _ in batches]),
+            np.concatenate([y.numpy() for _, y in batches]))
 
 
 def _summarize(p: Prepared, rows: list[dict[str, str]], *, fit_seconds: float,

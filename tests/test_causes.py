@@ -46,8 +46,10 @@ def test_remedies_scale_the_runs_numbers():
     ctx = Context(learning_rate=0.5, batch_size=1, epochs=3, train_size=100)
     assert causes.remedies("learning_rate_too_high", ctx)[0].change == {
         "optimizer.learning_rate": 0.05}
-    assert causes.remedies("learning_rate_too_low", ctx)[0].change == {
-        "optimizer.learning_rate": 5.0}
+    low = causes.remedies("learning_rate_too_low", ctx)
+    assert (low[0].transform, low[0].change) == ("lr_range", {})  # measure it first
+    assert low[1].change == {"optimizer.learning_rate": 5.0}
+    assert causes.remedies("learning_rate_too_high", ctx)[1].transform == "lr_range"
     assert causes.remedies("batch_too_small", ctx)[0].change == {"train.batch_size": 32}
     assert causes.remedies("too_few_epochs", ctx)[0].change == {"train.epochs": 6}
     capped = causes.remedies("batch_too_small", Context(batch_size=16, train_size=40))[0]
@@ -114,7 +116,7 @@ def test_to_dict_has_the_first_remedy_with_flags():
     d = _f("learning_rate_too_high").to_dict()
     assert d["cause"] == "learning_rate_too_high"
     assert d["remedy"]["flags"] == "--config.optimizer.learning_rate=0.01"
-    assert len(d["remedies"]) == 2
+    assert len(d["remedies"]) == 3
 
 
 def test_describe_is_one_line_with_the_fix():

@@ -32,7 +32,8 @@ from recipes import configs, data, train
 from recipes.callbacks import monitors
 from tuning import space as space_lib
 
-__all__ = ["ConfigHyperModel", "Outcome", "EXPLODED_LOSS", "explosion_reason"]
+__all__ = ["ConfigHyperModel", "Outcome", "EXPLODED_LOSS", "explosion_reason",
+           "compressed_schedule"]
 
 #: The val loss reported for an exploded trial: finite (the oracle accepts it) and worse
 #: than any real loss.
@@ -93,6 +94,20 @@ def explosion_reason(metrics: Mapping[str, float],
     return ""
 
 
+def compressed_schedule(config: ml_collections.ConfigDict, epochs: int) -> dict[str, Any]:
+    """``schedule`` fields in absolute epochs, scaled from ``train.epochs`` to ``epochs``."""
+    full = float(config.train.epochs)
+    if full <= 0 or epochs >= full:
+        return {}
+    ratio = epochs / full
+    out: dict[str, Any] = {}
+    if config.schedule.name == "step":
+        out["schedule.step_epochs"] = max(1, round(float(config.schedule.step_epochs) * ratio))
+    if float(config.schedule.warmup_epochs) > 0:
+        out["schedule.warmup_epochs"] = float(config.schedule.warmup_epochs) * ratio
+    return out
+
+
 class ConfigHyperModel(kt.HyperModel):
     """Builds and trains one trial from ``config`` with the trial's values applied.
 
@@ -129,8 +144,18 @@ class ConfigHyperModel(kt.HyperModel):
         space_lib.declare(self.space, hp, points=self.grid_points)
 
     def config_for(self, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
-        """The trial's config: the base tree, ``train.epochs``, then the sampled values."""
-        return space_lib.apply(self.config, {"train.epochs": self.epochs, **dict(values)})
+        """The trial's config: the base tree, ``train.epochs``, then the sampled values.
+
+        The final training's schedule, compressed to the trial's length (a short-horizon
+        correction, Wu et al. 2018): shapes over ``train.epochs`` (cosine, linear,
+        one-cycle) follow it by themselves; the fields in absolute epochs
+        (``schedule.step_epochs``, ``schedule.warmup_epochs``) are scaled by
+        trial epochs / ``train.epochs``, so a trial sees the same decays at the same
+        fraction of its run.
+        """
+        return space_lib.apply(self.config, {"train.epochs": self.epochs,
+                                             **compressed_schedule(self.config, self.epochs),
+                                             **dict(values)})
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """Prepares the trial's run (data pipelines, compiled model) and returns its model.

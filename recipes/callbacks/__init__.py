@@ -5,6 +5,8 @@
 * ``recipes.callbacks.monitors``: the lecture's babysitting measurements (``ExplosionGuard``,
   ``BatchLossRecorder``, ``UpdateRatioMonitor``, ``ActivationMonitor``,
   ``FirstLayerWeights``), written into ``logs``.
+* ``recipes.callbacks.gradients``: per-layer gradient norms on a probe batch
+  (``GradientNormMonitor``, ``gradient_verdict``): vanishing and exploding gradients.
 * ``recipes.callbacks.writers``: the artifact writers (``HistoryCSV``, ``RecordsWriter``,
   ``AtomicBackupAndRestore``, ``BestModelCheckpoint``), every file written atomically.
 * :func:`build_callbacks` (``recipes.callbacks.build``): a run's callbacks from the config
@@ -14,6 +16,7 @@ The classes are re-exported here: ``recipes.callbacks.ExplosionGuard`` and so on
 """
 
 from recipes.callbacks.build import build_callbacks
+from recipes.callbacks.gradients import GradientNormMonitor, gradient_verdict
 from recipes.callbacks.monitors import (
     EXPLOSION_FACTOR,
     ActivationMonitor,
@@ -43,9 +46,9 @@ from recipes.callbacks.writers import (
 
 __all__ = [
     "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "BatchLossRecorder",
-    "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "HistoryCSV",
-    "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SwitchOptimizer",
+    "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "GradientNormMonitor",
+    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SwitchOptimizer",
     "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes", "first_loss",
-    "inner_optimizer", "learning_rate_schedule", "learning_rate_used", "monitor_callbacks",
-    "save_monitor_records",
+    "gradient_verdict", "inner_optimizer", "learning_rate_schedule", "learning_rate_used",
+    "monitor_callbacks", "save_monitor_records",
 ]

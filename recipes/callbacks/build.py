@@ -33,7 +33,7 @@ __all__ = ["build_callbacks"]
 
 def build_callbacks(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
                     epoch_seed: keras.callbacks.Callback | None = None,
-                    workdir: str | None = None, probe_x: Any = None,
+                    workdir: str | None = None, probe_x: Any = None, probe_y: Any = None,
                     input_shape: Sequence[int] | None = None,
                     initial_loss: float | None = None, has_val: bool = False,
                     tta_eval: keras.callbacks.Callback | None = None,
@@ -50,7 +50,10 @@ def build_callbacks(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
             no files (what a search trial adds its own guard to); the other arguments
             below are then not used.
         probe_x: the fixed probe batch for ``ActivationMonitor`` (needed when
-            ``monitor.activations_every`` > 0).
+            ``monitor.activations_every`` > 0) and ``GradientNormMonitor``.
+        probe_y: the probe's targets as the compiled loss takes them (sparse or one-hot,
+            from the same pipeline batch), for ``GradientNormMonitor``
+            (``monitor.gradient_norms_every`` > 0; left out with a warning without them).
         input_shape: ``(H, W, C)`` for Dense first-layer images (None: the model's input).
         initial_loss: ``ExplosionGuard``'s original loss for a resumed run
             (:func:`recipes.callbacks.writers.first_loss` of its ``history.csv``).
@@ -71,8 +74,9 @@ def build_callbacks(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
     if workdir is None:
         return cbs
     history_path = os.path.join(workdir, "history.csv")
-    cbs += monitors.monitor_callbacks(cfg.monitor, probe_x=probe_x, workdir=workdir,
-                                      input_shape=input_shape, initial_loss=initial_loss)
+    cbs += monitors.monitor_callbacks(cfg.monitor, probe_x=probe_x, probe_y=probe_y,
+                                      workdir=workdir, input_shape=input_shape,
+                                      initial_loss=initial_loss)
     cbs += [keras.callbacks.TerminateOnNaN(), *extra]
     # The writers come before the backup: once the backup says "epoch k done", epoch k's row
     # and records are on disk. The backup outlives fit (the run removes it once summary.json

@@ -7,7 +7,8 @@ callback in the style of Keras ``TerminateOnNaN``: it samples every N steps or e
 writes its numbers into the epoch's ``logs`` (so ``history.csv`` and TensorBoard get them:
 put monitors *before* CSV/TensorBoard loggers in the callback list), keeps per-layer
 records for the report, and leaves plotting to small pure helpers. ``recipes.monitors``,
-this module's older name, re-exports it.
+this module's older name, re-exports it. Per-layer gradient norms (vanishing/exploding
+gradients) are ``recipes.callbacks.gradients``; :func:`monitor_callbacks` builds them too.
 
 Keras 3 quirks these callbacks are written around:
 
@@ -40,6 +41,7 @@ import tensorflow as tf
 
 from models import inspect as models_inspect
 from recipes import io
+from recipes.callbacks.gradients import GradientNormMonitor
 from recipes.callbacks.optimizer import learning_rate_schedule, learning_rate_used
 
 __all__ = [
@@ -726,16 +728,21 @@ def check_applicable(cfg: Any, model: keras.Model) -> None:
 
 # -- from the config tree ----------------------------------------------------------------------
 
-def monitor_callbacks(cfg: Any, *, probe_x: Any = None, workdir: str | None = None,
-                      input_shape: Sequence[int] | None = None,
+def monitor_callbacks(cfg: Any, *, probe_x: Any = None, probe_y: Any = None,
+                      workdir: str | None = None, input_shape: Sequence[int] | None = None,
                       initial_loss: float | None = None) -> list[keras.callbacks.Callback]:
     """The monitors the ``monitor`` config branch turns on, in a sensible order.
 
     Args:
         cfg: the ``monitor`` branch (``explosion_factor``, ``update_ratio_every``,
-            ``activations_every``, ``first_layer_every``, ``tensorboard``), a ConfigDict or
-            mapping; a 0 turns a monitor off (``explosion_factor=0`` keeps the NaN/inf rule).
-        probe_x: the fixed probe batch for ``ActivationMonitor`` (required when it is on).
+            ``gradient_norms_every``, ``activations_every``, ``first_layer_every``,
+            ``tensorboard``), a ConfigDict or mapping; a 0 turns a monitor off
+            (``explosion_factor=0`` keeps the NaN/inf rule).
+        probe_x: the fixed probe batch for ``ActivationMonitor`` (required when it is on)
+            and ``GradientNormMonitor``.
+        probe_y: the probe's targets, in the form the compiled loss takes, for
+            ``GradientNormMonitor`` (``recipes.callbacks.gradients``); without them (or
+            ``probe_x``) that monitor is left out with a warning.
         workdir: the run's directory: images go to ``workdir/plots/first_layer``, activation
             histograms to ``workdir/tensorboard/activations`` (when ``tensorboard``).
         input_shape: ``(H, W, C)`` for Dense first-layer images (None: the model's input).
@@ -750,6 +757,12 @@ def monitor_callbacks(cfg: Any, *, probe_x: Any = None, workdir: str | None = No
                        initial_loss=initial_loss)]
     if int(c.get("update_ratio_every", 0)) > 0:
         out.append(UpdateRatioMonitor(int(c["update_ratio_every"])))
+    every = int(c.get("gradient_norms_every", 0))
+    if every > 0 and (probe_x is None or probe_y is None):
+        logger.warning("monitor.gradient_norms_every=%d: no probe batch with labels "
+                       "(probe_x, probe_y) was given; gradient norms are not measured", every)
+    elif every > 0:
+        out.append(GradientNormMonitor(probe_x, probe_y, every=every))
     if int(c.get("activations_every", 0)) > 0:
         if probe_x is None:
             raise ValueError("monitor.activations_every > 0 needs probe_x (a fixed input batch)")

@@ -1,9 +1,9 @@
 """Artifact writers: the callbacks that put a run's epochs on disk, each file atomically.
 
 ``HistoryCSV`` (``history.csv``, one row per epoch), ``RecordsWriter`` (the monitors'
-per-layer records, ``update_ratios.json`` and ``activation_stats.json``),
-``AtomicBackupAndRestore`` (``backup/``, so a killed run resumes) and
-``BestModelCheckpoint`` (``best.keras``). They write what the callbacks before them put
+per-layer records, ``update_ratios.json``, ``activation_stats.json`` and
+``gradient_norms.json``), ``AtomicBackupAndRestore`` (``backup/``, so a killed run resumes)
+and ``BestModelCheckpoint`` (``best.keras``). They write what the callbacks before them put
 into ``logs``, so they come after those in the list; and the backup comes after the history
 and the records, so that once it says "epoch k done", epoch k's row and records are on disk
 (``recipes.callbacks.build_callbacks`` keeps that order).
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes import io
-from recipes.callbacks import monitors
+from recipes.callbacks import gradients, monitors
 
 __all__ = ["AtomicBackupAndRestore", "BestModelCheckpoint", "HistoryCSV", "RecordsWriter",
            "checkpoint_bytes", "first_loss", "save_monitor_records", "write_records"]
@@ -116,7 +116,8 @@ def save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> s
     Args:
         cbs: the run's callbacks; ``UpdateRatioMonitor`` records go to
             ``workdir/update_ratios.json``, ``ActivationMonitor`` ones to
-            ``workdir/activation_stats.json``.
+            ``workdir/activation_stats.json``, ``GradientNormMonitor`` ones to
+            ``workdir/gradient_norms.json``.
         workdir: the run's directory.
 
     Returns:
@@ -128,6 +129,8 @@ def save_monitor_records(cbs: list[keras.callbacks.Callback], workdir: str) -> s
             write_records(os.path.join(workdir, "update_ratios.json"), cb.records)
         elif isinstance(cb, monitors.ActivationMonitor):
             write_records(os.path.join(workdir, "activation_stats.json"), cb.records)
+        elif isinstance(cb, gradients.GradientNormMonitor):
+            write_records(os.path.join(workdir, "gradient_norms.json"), cb.records)
         elif isinstance(cb, monitors.ExplosionGuard) and cb.stopped:
             reason = cb.reason
     return reason

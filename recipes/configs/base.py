@@ -104,7 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.monitor = ml_collections.ConfigDict()
     c.monitor.explosion_factor = 3.0  # stop when loss > factor x initial loss (0 = off)
-    # On by default: all four cost ~2 % of an epoch (benchmarks/monitor_overhead.py;
+    # On by default: all five cost ~2.6 % of an epoch (benchmarks/monitor_overhead.py;
     # docs/results/monitor_overhead.json), a fixed ~12 ms per epoch on tiny datasets.
     c.monitor.update_ratio_every = 100  # steps between update/weight ratio samples (0 = off)
     c.monitor.activations_every = 1  # epochs between activation statistics, 256-image probe
