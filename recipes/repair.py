@@ -330,16 +330,21 @@ def _try(state: _Loop, index: int, k: int, best: Attempt, top: Finding, remedy: 
          ) -> Attempt | None:
     """Trains one candidate and records its row; None when the remedy cannot apply."""
     workdir = os.path.join(state.root, f"{index:02d}{'abcdefgh'[k % 8]}-{top.cause}")
+    start = time.time()
     try:
         cand = apply(best, remedy, label=f"round {index}: {remedy.text}", workdir=workdir,
                      num_classes=state.num_classes, multilabel=state.multilabel)
         cand.checks = preflight.run(cand.config, model=cand.model, data=cand.data)
     except ValueError as e:
+        spent = round(time.time() - start, 1)  # an lr range test that found nothing ran too
+        state.spent += spent
         state.repairs.append(Repair(index, top.cause, remedy.text, dict(remedy.change),
-                                    remedy.transform, best.val_accuracy, math.nan, False, 0.0,
-                                    remedy.flags(), "", f"not applicable: {e}"))
+                                    remedy.transform, best.val_accuracy, math.nan, False, spent,
+                                    remedy.flags(), "", f"not applicable: {e}", spent))
         return None
+    measuring = time.time() - start  # the lr range test's runs are training time too
     run_attempt(cand, users_model=state.users_model)
+    cand.seconds = round(cand.seconds + measuring, 1)
     state.spent += cand.seconds
     kept = _better(cand, best)
     applied = {k: v for k, v in cand.change.items() if best.change.get(k, None) != v}
@@ -350,7 +355,8 @@ def _try(state: _Loop, index: int, k: int, best: Attempt, top: Finding, remedy: 
     state.repairs.append(Repair(index, top.cause, text, applied, remedy.transform,
                                 best.val_accuracy, cand.val_accuracy, kept, cand.seconds,
                                 causes.flags_for(applied), workdir, cand.error,
-                                float(cand.summary.get("fit_seconds", 0.0))))
+                                float(cand.summary.get("fit_seconds", 0.0))
+                                + (measuring if remedy.transform == "lr_range" else 0.0)))
     state.echo(f"repair {index}: {top.cause}: {text}: val accuracy "
                f"{_pct(best.val_accuracy)} → {_pct(cand.val_accuracy)} "
                f"({'kept' if kept else 'not kept'}, {cand.seconds:.0f} s)")
