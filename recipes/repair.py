@@ -95,12 +95,14 @@ class Repair:
         return io.json_ready(dataclasses.asdict(self))
 
 
-def context_of(cfg: ml_collections.ConfigDict, *, users_model: bool, train_size: int,
-               model: keras.Model | None = None) -> causes.Context:
-    """The remedies' context: the run's lr, batch, epochs and what kind of network it is."""
-    dropout = float(cfg.model.dropout or 0.0) if not users_model else max(
-        (float(getattr(layer, "rate", 0.0)) for layer in (model.layers if model else [])
-         if isinstance(layer, keras.layers.Dropout)), default=0.0)
+def context_of(cfg: ml_collections.ConfigDict, *, users_model: bool, train_size: int
+               ) -> causes.Context:
+    """The remedies' context: the run's lr, batch, epochs and what kind of network it is.
+
+    A user's dropout rates are read by the checks before training (``recipes.preflight``);
+    here only the built-in network's ``model.dropout`` is known.
+    """
+    dropout = 0.0 if users_model else float(cfg.model.dropout or 0.0)
     return causes.Context(learning_rate=float(cfg.optimizer.learning_rate),
                           batch_size=int(cfg.train.batch_size), epochs=int(cfg.train.epochs),
                           train_size=int(train_size), users_model=users_model,
@@ -370,8 +372,3 @@ def _pct(v: float) -> str:
 def summary_rows(repairs: Sequence[Repair]) -> list[dict[str, Any]]:
     """The repairs as ``babysit.json`` rows."""
     return [r.to_dict() for r in repairs]
-
-
-def as_data(splits: data_lib.Splits | None, data: Any) -> Any:
-    """What the attempts get as ``data=``: the user's own form, else the loaded splits."""
-    return data if data is not None else splits
