@@ -113,7 +113,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.monitor.tensorboard = True
 
     c.babysit = ml_collections.ConfigDict()
-    c.babysit.steps = "all"  # comma list of sanity,overfit,lr_range,search,train,tta,report
+    # "all", or a comma list of checks,sanity,overfit,lr_range,search,train,diagnose,repair,
+    # report (babysit.run(fit=...) defaults to checks,train,diagnose,repair,report)
+    c.babysit.steps = "all"
     c.babysit.initial_loss_tolerance = 0.1  # |loss0 - ln C| / ln C that passes
     c.babysit.overfit_examples = 20  # the lecture's "overfit a tiny subset"
     c.babysit.overfit_epochs = 200  # full-batch updates
