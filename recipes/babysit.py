@@ -669,14 +669,10 @@ def _repair(state: _State):
     else:
         verdict = (f"{len(rows)} tried, {len(kept)} kept"
                    + (": " + "; ".join(f"{r.cause} ({r.change})" for r in kept) if kept else "")
-                   + f"; val accuracy {_acc(state.base.val_accuracy)} → "
-                   f"{_acc(best.val_accuracy)}")
+                   + f"; val accuracy {repair.accuracy_text(state.base.val_accuracy)} → "
+                   f"{repair.accuracy_text(best.val_accuracy)}")
     yield Step("repair", None if not kept else True, verdict)
     state.done.add("repair")
-
-
-def _acc(v: float) -> str:
-    return f"{v:.4f}" if math.isfinite(v) else "n/a"
 
 
 def _report(state: _State):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -429,30 +429,20 @@ def _check_gradients(ratio: np.ndarray, initial: float = math.nan) -> Finding | 
                     "direction": "vanishing" if low else "exploding"})
 
 
-def _discount_update_ratio(out: list[Finding | None]) -> None:
-    """Large updates on a loss that does not move say nothing about the learning rate.
+def _demote(out: list[Finding | None], when: str, codes: tuple[str, ...], why: str,
+            keep: Callable[[Finding], bool] = lambda f: False) -> None:
+    """Findings of ``codes`` become information when rule ``when`` fired (unless ``keep``).
 
-    The lecture's ~1e-3 update/weight ratio reads the lr of a net that trains; when the
-    loss sits flat (``not_training``), large ratios come from weights that do not matter
-    (tiny, or behind a vanished gradient), so the finding becomes information.
+    Two readings that a third makes meaningless: large updates on a loss that does not
+    move (``not_training``) come from weights that do not matter (tiny, or behind a
+    vanished gradient), not from the lr; a run of a few dozen steps (``short_run``) was
+    too short, which says nothing about its lr.
     """
-    if not any(f is not None and f.code == "not_training" for f in out):
+    if not any(f is not None and f.code == when for f in out):
         return
     for i, f in enumerate(out):
-        if f is not None and f.code == "update_ratio" and f.data.get("median", 0) > \
-                UPDATE_RATIO_HI:
-            out[i] = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; the "
-                                         "loss does not move, so not read as the lr")
-
-
-def _discount_short_run(out: list[Finding | None]) -> None:
-    """A run of a few dozen steps says it was too short, not that its lr is too low."""
-    if not any(f is not None and f.code == "short_run" for f in out):
-        return
-    for i, f in enumerate(out):
-        if f is not None and f.code in ("not_training", "too_linear"):
-            out[i] = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; too "
-                                         "few steps to read the lr from")
+        if f is not None and f.code in codes and not keep(f):
+            out[i] = dataclasses.replace(f, severity="info", evidence=f"{f.evidence}; {why}")
 
 
 SMALL_BATCH = 16  # a noisy loss at fewer examples per step is the batch's noise, not the lr
@@ -578,8 +568,10 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
                                 _column(history, "accuracy")))
     out.append(_check_gradients(_column(history, "grad_norm_ratio"),
                                 float(stats.get("initial_gradient_ratio", math.nan))))
-    _discount_update_ratio(out)
-    _discount_short_run(out)
+    _demote(out, "not_training", ("update_ratio",), "the loss does not move, so not read as "
+            "the lr", keep=lambda f: f.data.get("median", 0) <= UPDATE_RATIO_HI)
+    _demote(out, "short_run", ("not_training", "too_linear"), "too few steps to read the lr "
+            "from")
     out += [_check_best_at_search_edge(p, s) for p, s in (stats.get("search") or {}).items()]
     ctx = context or Context()
     return causes.resolve([_with_cause(f, ctx) for f in out if f])

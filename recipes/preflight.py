@@ -41,8 +41,8 @@ from models import transform as transforms
 from recipes import causes, configs, pipeline, prepare, tasks
 from recipes import data as data_lib
 
-__all__ = ["inspect", "run", "looks_like_scaled_labels", "relabel", "linear_stacks",
-           "max_dropout"]
+__all__ = ["inspect", "run", "looks_like_scaled_labels", "relabel", "relabel_splits",
+           "linear_stacks", "max_dropout"]
 
 SAMPLE_SIZE = 256  # examples the network sees once (one forward pass, ~10 ms for an MLP)
 # Input scale: the 99th percentile of |x| (robust to the rare pixel that standardization
@@ -892,12 +892,26 @@ def _relabeled(data: Any) -> tuple[Any, np.ndarray | None]:
     """User arrays whose labels are scaled class ids, relabelled (ids shared by the splits)."""
     if not _arrays(data) or not looks_like_scaled_labels(data[1]):
         return data, None
+    return relabel_splits(data), _flat_labels(np.asarray(data[1]))
+
+
+def relabel_splits(data: tuple | list) -> tuple:
+    """``(x, y[, x_test, y_test])`` with every label as its rank among all splits' values.
+
+    The ids are shared by the splits (a value absent from train still gets its own id).
+
+    Raises:
+        ValueError: not ``(x, y)`` or ``(x_train, y_train, x_test, y_test)`` arrays.
+    """
+    if not _arrays(data):
+        raise ValueError("relabel: only (x, y) or (x_train, y_train, x_test, y_test) arrays "
+                         "can be relabelled; pass class ids 0..C-1 as labels")
     ys = [_flat_labels(np.asarray(data[i])) for i in range(1, len(data), 2)]
     values = np.unique(np.concatenate(ys))
     parts = list(data)
     for i, y in zip(range(1, len(data), 2), ys):
         parts[i] = np.searchsorted(values, y).astype(np.int64)
-    return type(data)(parts), ys[0]
+    return tuple(parts)
 
 
 def _nonfinite(data: Any, ctx: causes.Context) -> list[causes.Finding]:

@@ -24,7 +24,6 @@ from typing import Any
 
 import keras
 import ml_collections
-import numpy as np
 
 from models import transform as transforms
 from recipes import causes, diagnose, io, lr_range, pipeline, preflight, tasks, train
@@ -32,7 +31,8 @@ from recipes import data as data_lib
 from recipes.callbacks.stuck import StopWhenFlat
 from recipes.causes import Finding, Remedy
 
-__all__ = ["Attempt", "Repair", "run_attempt", "context_of", "loop", "apply"]
+__all__ = ["Attempt", "Repair", "run_attempt", "context_of", "loop", "apply",
+           "accuracy_text"]
 
 
 @dataclasses.dataclass
@@ -169,14 +169,10 @@ def apply(base: Attempt, remedy: Remedy, *, label: str, workdir: str,
         if branch not in cfg:
             cfg[branch] = ml_collections.ConfigDict()
         cfg[branch][field] = tuple(value) if isinstance(value, list) else value
-    # A candidate is judged by its validation accuracy and its curves: the pictures for
-    # people (TensorBoard events, first-layer images) stay with the first run.
-    if "monitor" in cfg and workdir != "":  # "" = first aid: the first run keeps them
-        cfg.monitor.tensorboard, cfg.monitor.first_layer_every = False, 0
     model, data = base.model, base.data
     change = dict(remedy.change)
     if remedy.transform == "relabel":
-        data = relabeled(data)
+        data = preflight.relabel_splits(data)
     elif remedy.transform == "lr_range":
         change["optimizer.learning_rate"] = measured_lr(cfg, model, data)
         cfg.optimizer.learning_rate = change["optimizer.learning_rate"]
@@ -223,19 +219,6 @@ def _transformed(model: Any, name: str, *, num_classes: int, multilabel: bool) -
     if compiled:
         new.compile_from_config(compiled)
     return new
-
-
-def relabeled(data: Any) -> Any:
-    """User data whose float labels (class ids scaled like pixels) become ids 0..C-1."""
-    if isinstance(data, tuple | list) and len(data) in (2, 4):
-        parts = list(data)
-        values = np.unique(np.asarray(parts[1]).ravel())
-        for i in range(1, len(parts), 2):
-            y = np.asarray(parts[i]).ravel()
-            parts[i] = np.searchsorted(values, y).clip(0, len(values) - 1).astype(np.int64)
-        return tuple(parts)
-    raise ValueError("relabel: only (x, y) or (x_train, y_train, x_test, y_test) arrays can "
-                     "be relabelled; pass class ids 0..C-1 as labels")
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -336,6 +319,9 @@ def _try(state: _Loop, index: int, k: int, best: Attempt, top: Finding, remedy: 
     try:
         cand = apply(best, remedy, label=f"round {index}: {remedy.text}", workdir=workdir,
                      num_classes=state.num_classes, multilabel=state.multilabel)
+        # A candidate is judged by its validation accuracy and its curves: the pictures for
+        # people (TensorBoard events, first-layer images) stay with the first run.
+        cand.config.monitor.tensorboard, cand.config.monitor.first_layer_every = False, 0
         cand.checks = preflight.run(cand.config, model=cand.model, data=cand.data)
     except ValueError as e:
         spent = round(time.time() - start, 1)  # an lr range test that found nothing ran too
@@ -360,12 +346,13 @@ def _try(state: _Loop, index: int, k: int, best: Attempt, top: Finding, remedy: 
                                 float(cand.summary.get("fit_seconds", 0.0))
                                 + (measuring if remedy.transform == "lr_range" else 0.0)))
     state.echo(f"repair {index}: {top.cause}: {text}: val accuracy "
-               f"{_pct(best.val_accuracy)} → {_pct(cand.val_accuracy)} "
+               f"{accuracy_text(best.val_accuracy)} → {accuracy_text(cand.val_accuracy)} "
                f"({'kept' if kept else 'not kept'}, {cand.seconds:.0f} s)")
     return cand
 
 
-def _pct(v: float) -> str:
+def accuracy_text(v: float) -> str:
+    """An accuracy with 4 decimals, or ``n/a`` when the run could not train."""
     return f"{v:.4f}" if math.isfinite(v) else "n/a"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from recipes import babysit, causes, configs, repair, train
+from recipes import babysit, causes, configs, preflight, repair, train
 from recipes.callbacks.stuck import StopWhenFlat
 from tuning import hypermodel, space
 
@@ -146,7 +146,7 @@ def test_a_stopped_run_is_scaled_to_its_planned_epochs():
 def test_relabeled_maps_scaled_ids_back_consistently():
     y = np.array([0, 3, 9, 3]) / 255.0
     x = np.zeros((4, 2))
-    out = repair.relabeled((x, y, x, y[::-1]))
+    out = preflight.relabel_splits((x, y, x, y[::-1]))
     assert out[1].tolist() == [0, 1, 2, 1] and out[3].tolist() == [1, 2, 1, 0]
 
 
