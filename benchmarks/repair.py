@@ -19,7 +19,8 @@ tested once). Measured per program:
   attempt) ÷ the program's own ``model.fit`` seconds, as written.
 
 Totals, against the targets: detection ≥ 90 % of the buggy programs, no false alarm on the
-fixed controls, the right cause first ≥ 75 %, repaired ≥ 80 %, compute ≤ 2× (median).
+fixed controls, the right cause first ≥ 75 %, repaired ≥ 80 %, compute ≤ 2× (the median over
+every program, and over the buggy ones alone).
 
 Command: ``python benchmarks/repair.py [--slow] [--only NAME,...] [--seed 0] [--out PATH]``;
 about 10 min on 2 CPU cores without ``--slow`` (which adds the Fashion-MNIST programs).
@@ -101,6 +102,7 @@ def totals(rows: list[dict]) -> dict:
     bugs = [r for r in rows if not r["control"]]
     controls = [r for r in rows if r["control"]]
     computes = [r["compute"] for r in rows if not r.get("error")]
+    buggy_computes = [r["compute"] for r in bugs if not r.get("error")]
 
     def rate(key: str, group: list[dict]) -> float:
         return round(sum(bool(r[key]) for r in group) / max(len(group), 1), 3)
@@ -112,6 +114,8 @@ def totals(rows: list[dict]) -> dict:
            "repaired": rate("repaired", bugs),
            "compute_median": round(statistics.median(computes), 2) if computes else None,
            "compute_mean": round(statistics.mean(computes), 2) if computes else None,
+           "compute_median_buggy": (round(statistics.median(buggy_computes), 2)
+                                    if buggy_computes else None),
            "errors": [r["program"] for r in rows if r.get("error")],
            "controls_kept_accuracy": rate("repaired", controls)}
     out["meets"] = {
@@ -119,7 +123,10 @@ def totals(rows: list[dict]) -> dict:
         "false_alarms": out["false_alarms"] <= TARGETS["false_alarms"],
         "right_cause": out["right_cause"] >= TARGETS["right_cause"],
         "repaired": out["repaired"] >= TARGETS["repaired"],
-        "compute_median": (out["compute_median"] or 99) <= TARGETS["compute_median"]}
+        # Over every program (AUTOTRAINER's average includes the healthy runs) and over the
+        # buggy ones alone (each needs at least one retrain): both must hold.
+        "compute_median": max(out["compute_median"] or 99, out["compute_median_buggy"] or 99)
+        <= TARGETS["compute_median"]}
     return out
 
 

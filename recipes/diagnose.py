@@ -564,7 +564,9 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
             _check_dead_units(_layer_fractions(stats, "dead", history, "act_dead_max")),
             _check_saturated_units(
                 _layer_fractions(stats, "saturated", history, "act_saturated_max"))]
-    out.append(_check_short_run(len(loss), stats.get("steps_per_epoch"),
+    # A run babysit stopped early (StopWhenFlat) is judged by the epochs it was given.
+    out.append(_check_short_run(max(len(loss), int(stats.get("planned_epochs") or 0)),
+                                stats.get("steps_per_epoch"),
                                 _column(history, "accuracy")))
     out.append(_check_gradients(_column(history, "grad_norm_ratio"),
                                 float(stats.get("initial_gradient_ratio", math.nan))))
@@ -579,11 +581,13 @@ def diagnose(history: Mapping[str, Sequence[Any]] | Any, stats: Mapping[str, Any
 
 def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
              steps_per_epoch: int | None = None, search: Mapping[str, Any] | None = None,
-             context: Context | None = None, num_val: int = 0) -> list[Finding]:
+             context: Context | None = None, num_val: int = 0, planned_epochs: int = 0
+             ) -> list[Finding]:
     """Diagnoses a finished training run from the files in its ``workdir``.
 
     Reads ``history.csv``, the last record of ``activation_stats.json`` and, when the run
-    kept them, the per-step losses in ``batch_losses.json``.
+    kept them, the per-step losses in ``batch_losses.json``. ``planned_epochs``: the epochs
+    the run was given, when it was stopped before them (not a run too short by design).
 
     Returns:
         :func:`diagnose`'s findings; empty when the run left no history.
@@ -591,7 +595,8 @@ def read_run(workdir: str, *, num_classes: int, loss: str = "softmax",
     history_path = os.path.join(workdir, "history.csv")
     if not os.path.exists(history_path):
         return []
-    stats: dict[str, Any] = {"num_classes": num_classes, "loss": loss, "num_val": num_val}
+    stats: dict[str, Any] = {"num_classes": num_classes, "loss": loss, "num_val": num_val,
+                             "planned_epochs": planned_epochs}
     if steps_per_epoch:
         stats["steps_per_epoch"] = steps_per_epoch
     act_path = os.path.join(workdir, "activation_stats.json")

@@ -24,15 +24,16 @@ from typing import Any
 
 import keras
 import ml_collections
+import numpy as np
 
 from models import transform as transforms
 from recipes import causes, diagnose, io, lr_range, pipeline, preflight, tasks, train
 from recipes import data as data_lib
-from recipes.callbacks.stuck import StopWhenFlat
+from recipes.callbacks.stuck import StopWhenFlat, chance_bound
 from recipes.causes import Finding, Remedy
 
 __all__ = ["Attempt", "Repair", "run_attempt", "context_of", "loop", "apply",
-           "accuracy_text"]
+           "accuracy_text", "chance_of"]
 
 
 @dataclasses.dataclass
@@ -119,7 +120,7 @@ def run_attempt(a: Attempt, *, users_model: bool, catch: bool = True,
     """
     start = time.time()
     recorder = lr_range.BatchLossRecorder()
-    flat = StopWhenFlat(int(a.config.train.epochs))
+    flat = StopWhenFlat(int(a.config.train.epochs), chance=chance_of(a.data, a.config))
     try:
         a.summary = train.run(a.config, a.workdir, model=a.model, data=a.data, test=False,
                               extra_callbacks=[recorder, flat])
@@ -132,10 +133,38 @@ def run_attempt(a: Attempt, *, users_model: bool, catch: bool = True,
                   [float(v) for v in recorder.losses])
     a.seconds = round(time.time() - start, 1)
     if flat.stopped_epoch:
-        a.summary["stopped_reason"] = (f"loss flat for {flat.stopped_epoch} epochs (< 1 % "
-                                       "below its first epoch): stopped, nothing more to gain")
+        a.summary["stopped_reason"] = flat.reason()
     a.findings = findings_of(a, users_model=users_model, search=search)
     return a
+
+
+def chance_of(data: Any, cfg: ml_collections.ConfigDict) -> float | None:
+    """The validation accuracy of a network that learnt nothing, for :class:`StopWhenFlat`.
+
+    Read from the labels the caller gave (arrays or ``Splits``): the largest class's share,
+    plus the noise of a validation split of ``dataset.val_size``. None where the labels are
+    not at hand (a named dataset, ``tf.data``) or are not class ids (multi-label tags).
+    """
+    if isinstance(data, data_lib.Splits):
+        y, n_val = (data.val.y, len(data.val)) if len(data.val) else (data.train.y, 0)
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 4) \
+            and all(hasattr(v, "shape") for v in data[:2]):
+        y, n_val = data[1], 0
+    else:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        if not np.allclose(y.sum(axis=1), 1.0):
+            return None  # multi-label tags
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if not len(y) or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+        return None  # not class ids (scaled labels are relabelled first)
+    if not n_val:
+        size = float(cfg.dataset.get("val_size", 0.1) or 0.1)
+        n_val = int(round(size * len(y))) if size < 1 else int(size)
+    share = np.unique(y, return_counts=True)[1].max() / len(y)
+    return chance_bound(float(share), n_val)
 
 
 def findings_of(a: Attempt, *, users_model: bool, search: dict | None = None) -> list[Finding]:
@@ -147,7 +176,7 @@ def findings_of(a: Attempt, *, users_model: bool, search: dict | None = None) ->
         loss="svm" if str(cfg.loss.name) in ("svm", "hinge") else "softmax",  # chance: ln C
         steps_per_epoch=pipeline.steps_per_epoch(n_train, cfg) if n_train else None,
         search=search, context=context_of(cfg, users_model=users_model, train_size=n_train),
-        num_val=int(s.get("num_val", 0)))
+        num_val=int(s.get("num_val", 0)), planned_epochs=int(s.get("epochs_planned", 0)))
 
 
 def _num_classes(summary: dict[str, Any]) -> int:

@@ -14,8 +14,8 @@ EVERYTHING = [
     "ReduceLROnPlateau", "MomentumSchedule", "SwitchOptimizer",
     "ExplosionGuard", "UpdateRatioMonitor", "ActivationMonitor", "FirstLayerWeights",
     "TerminateOnNaN", "Extra",
-    "HistoryCSV", "RecordsWriter", "AtomicBackupAndRestore", "BestModelCheckpoint",
-    "TensorBoard",
+    "SaveClock", "HistoryCSV", "RecordsWriter", "AtomicBackupAndRestore",
+    "BestModelCheckpoint", "TensorBoard",
 ]
 
 
@@ -68,12 +68,28 @@ def test_the_defaults_and_what_is_left_out(tmp_path):
     cbs = callbacks.build_callbacks(cfg, steps_per_epoch=7, workdir=str(tmp_path))
     assert [type(c).__name__ for c in cbs] == [
         "LearningRateLogger", "ExplosionGuard", "UpdateRatioMonitor", "FirstLayerWeights",
-        "TerminateOnNaN", "HistoryCSV", "RecordsWriter", "AtomicBackupAndRestore"]
+        "TerminateOnNaN", "SaveClock", "HistoryCSV", "RecordsWriter",
+        "AtomicBackupAndRestore"]
+    clock = cbs[-4]
+    assert clock.every == 10.0 and all(c.clock is clock for c in cbs[-3:])
+
+
+@pytest.mark.parametrize("overrides", [{"train.save_every_seconds": 0.0},
+                                       {"train.distribute": "multi_worker"}])
+def test_writes_after_every_epoch_without_a_clock(tmp_path, overrides):
+    # Under multi_worker every worker must back up the same epochs: no clock.
+    cbs = callbacks.build_callbacks(_config(**overrides, **{"monitor.activations_every": 0}),
+                                    steps_per_epoch=7, workdir=str(tmp_path))
+    names = [type(c).__name__ for c in cbs]
+    assert "SaveClock" not in names
+    assert cbs[names.index("AtomicBackupAndRestore")].clock is None
 
 
 @pytest.mark.parametrize("overrides, match", [
     ({"optimizer.switch_to": "adamm"}, "optimizer.switch_to"),
     ({"monitor.activations_every": 1}, "probe_x"),
+    ({"train.save_every_seconds": -1.0, "monitor.activations_every": 0},
+     "train.save_every_seconds"),
 ])
 def test_bad_fields_fail_while_building(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):

@@ -228,6 +228,85 @@ def test_records_writer_keeps_a_resumed_runs_earlier_epochs(tmp_path):
     assert callbacks.save_monitor_records([guard, mon], str(tmp_path)) is None
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_save_clock_is_due_once_its_seconds_have_passed_and_at_the_last_epoch():
+    t = FakeClock()
+    clock = callbacks.SaveClock(10.0, clock=t)
+    clock.set_params({"epochs": 5})
+    clock.on_train_begin()
+    due = []
+    for epoch, now in enumerate([4.0, 9.0, 12.0, 15.0, 16.0]):
+        t.now = now
+        clock.on_epoch_end(epoch)
+        due.append(clock.due)
+    assert due == [False, False, True, False, True]  # 12 s since 0; the last epoch
+    zero = callbacks.SaveClock(0.0, clock=t)
+    zero.set_params({"epochs": 5})
+    zero.on_train_begin()
+    zero.on_epoch_end(0)
+    assert zero.due
+    with pytest.raises(ValueError, match="every_seconds"):
+        callbacks.SaveClock(-1.0)
+
+
+def _not_due():
+    clock = callbacks.SaveClock(1e9, clock=FakeClock())
+    clock.set_params({"epochs": 10})
+    clock.on_train_begin()
+    clock.on_epoch_end(0)
+    assert not clock.due
+    return clock
+
+
+def test_writers_hold_their_writes_until_the_clock_or_the_end(tmp_path):
+    clock = _not_due()
+    x, y = _data()
+    model = _model(optimizers.get("sgd"))
+    history = callbacks.HistoryCSV(str(tmp_path / "history.csv"), clock)
+    backup = callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"), clock=clock,
+                                              delete_checkpoint=False)
+    mon = callbacks.UpdateRatioMonitor(every=1)
+    mon.records = [{"epoch": 1, "step": 0, "ratios": {}}]
+    records = callbacks.RecordsWriter(str(tmp_path), [mon], clock)
+    for cb in (history, backup, records):
+        cb.set_model(model)
+    history.on_train_begin()
+    for cb in (history, backup, records):
+        cb.on_epoch_end(0, {"loss": 1.0})
+    assert not list(tmp_path.iterdir())  # nothing written between two ticks
+    for cb in (history, backup, records):
+        cb.on_train_end()
+    assert [r["epoch"] for r in io.read_csv(str(tmp_path / "history.csv"))] == ["1"]
+    assert json.load(open(tmp_path / "backup" / "training_metadata.json"))["epoch"] == 1
+    assert os.path.exists(tmp_path / "update_ratios.json")
+
+
+def test_best_checkpoint_between_ticks_keeps_the_best_epochs_weights(tmp_path):
+    clock = _not_due()
+    model = _model(optimizers.get("sgd"))
+    best = callbacks.BestModelCheckpoint(str(tmp_path / "best.keras"), "val_loss", "", clock)
+    best.set_model(model)
+    best.on_train_begin()
+    kept = [w.copy() for w in model.get_weights()]
+    best.on_epoch_end(0, {"val_loss": 0.5})
+    model.set_weights([w + 1.0 for w in kept])  # epoch 2 trains on, and is worse
+    best.on_epoch_end(1, {"val_loss": 0.9})
+    assert not os.path.exists(tmp_path / "best.keras") and best.best_epoch == 1
+    best.on_train_end()
+    saved = keras.saving.load_model(str(tmp_path / "best.keras"), safe_mode=True)
+    for a, b in zip(saved.get_weights(), kept):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.get_weights(), kept):  # the model keeps its own last weights
+        np.testing.assert_array_equal(a, b + 1.0)
+
+
 # -- the package's names -------------------------------------------------------------------
 
 def test_inner_optimizer_unwraps_a_loss_scale_optimizer():

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from recipes import babysit, causes, configs, preflight, repair, train
-from recipes.callbacks.stuck import StopWhenFlat
+from recipes.callbacks.stuck import StopWhenFlat, chance_bound
 from tuning import hypermodel, space
 
 FIT = {"epochs": 6, "batch_size": 32}
@@ -179,3 +179,35 @@ def test_a_flat_run_is_stopped_early(losses, stopped):
         if cb.model.stop_training:
             break
     assert cb.stopped_epoch == stopped
+
+
+@pytest.mark.parametrize("val_accuracies, stopped", [
+    ([0.10, 0.09, 0.12, 0.11], 3),  # never above 10 % + noise: stopped after 3 of 10 epochs
+    ([0.10, 0.12, 0.30, 0.50], 0),  # left chance by epoch 3
+    ([0.10, 0.50, 0.10, 0.10], 0),  # left chance once: it learnt something
+])
+def test_a_run_at_chance_is_stopped_early(val_accuracies, stopped):
+    bound = chance_bound(0.1, 180)
+    assert bound == pytest.approx(0.1 + 3 * (0.09 / 180) ** 0.5)
+    cb = StopWhenFlat(10, chance=bound)
+    cb.set_model(_Model())
+    cb.on_train_begin()
+    for epoch, val in enumerate(val_accuracies):  # the loss falls: not flat
+        cb.on_epoch_end(epoch, {"loss": 2.0 - 0.2 * epoch, "val_accuracy": val})
+        if cb.model.stop_training:
+            break
+    assert cb.stopped_epoch == stopped
+    assert ("at chance" in cb.reason()) == bool(stopped)
+
+
+def test_chance_comes_from_the_callers_labels():
+    cfg = configs.get("digits_mlp:quick")
+    y = np.array([0] * 60 + [1] * 20 + [2] * 20)
+    x = np.zeros((100, 3), "float32")
+    size = cfg.dataset.val_size
+    assert repair.chance_of((x, y), cfg) == pytest.approx(chance_bound(0.6, round(100 * size)))
+    one_hot = np.eye(3)[y]
+    assert repair.chance_of((x, one_hot, x, one_hot), cfg) == repair.chance_of((x, y), cfg)
+    assert repair.chance_of((x, one_hot.clip(0, 1) + 1e-3), cfg) is None  # not class ids
+    assert repair.chance_of((x, y / 255.0), cfg) is None  # scaled labels: relabelled first
+    assert repair.chance_of(None, cfg) is None  # the config's own dataset

@@ -8,7 +8,8 @@
 * ``recipes.callbacks.gradients``: per-layer gradient norms on a probe batch
   (``GradientNormMonitor``, ``gradient_verdict``): vanishing and exploding gradients.
 * ``recipes.callbacks.writers``: the artifact writers (``HistoryCSV``, ``RecordsWriter``,
-  ``AtomicBackupAndRestore``, ``BestModelCheckpoint``), every file written atomically.
+  ``AtomicBackupAndRestore``, ``BestModelCheckpoint``), every file written atomically, and
+  ``SaveClock``, which spaces their writes out in time.
 * :func:`build_callbacks` (``recipes.callbacks.build``): a run's callbacks from the config
   tree, in the order the writers and a bit-for-bit resume need.
 
@@ -39,6 +40,7 @@ from recipes.callbacks.writers import (
     BestModelCheckpoint,
     HistoryCSV,
     RecordsWriter,
+    SaveClock,
     checkpoint_bytes,
     first_loss,
     save_monitor_records,
@@ -47,8 +49,8 @@ from recipes.callbacks.writers import (
 __all__ = [
     "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "BatchLossRecorder",
     "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "GradientNormMonitor",
-    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SwitchOptimizer",
-    "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes", "first_loss",
+    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SaveClock",
+    "SwitchOptimizer", "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes", "first_loss",
     "gradient_verdict", "inner_optimizer", "learning_rate_schedule", "learning_rate_used",
     "monitor_callbacks", "save_monitor_records",
 ]

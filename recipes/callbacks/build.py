@@ -12,7 +12,8 @@ of the result:
 3. the writers, which read those ``logs``: ``HistoryCSV`` and ``RecordsWriter`` before
    ``AtomicBackupAndRestore``, so that once the backup says "epoch k done", epoch k's row
    and records are on disk (a killed run then resumes bit for bit); then
-   ``BestModelCheckpoint`` and ``TensorBoard``.
+   ``BestModelCheckpoint`` and ``TensorBoard``. A ``SaveClock`` before them
+   (``train.save_every_seconds``) spaces their writes out in time on short epochs.
 """
 
 from __future__ import annotations
@@ -81,15 +82,31 @@ def build_callbacks(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
     # The writers come before the backup: once the backup says "epoch k done", epoch k's row
     # and records are on disk. The backup outlives fit (the run removes it once summary.json
     # is written): a run killed in the final evaluation or save resumes there, not at epoch 1.
-    cbs += [writers.HistoryCSV(history_path), writers.RecordsWriter(workdir, cbs),
-            writers.AtomicBackupAndRestore(os.path.join(workdir, "backup"),
+    clock = _save_clock(cfg)
+    cbs += [*([clock] if clock else []), writers.HistoryCSV(history_path, clock),
+            writers.RecordsWriter(workdir, cbs, clock),
+            writers.AtomicBackupAndRestore(os.path.join(workdir, "backup"), clock=clock,
                                            delete_checkpoint=False)]
     if has_val:
         cbs.append(writers.BestModelCheckpoint(os.path.join(workdir, "best.keras"),
-                                               "val_accuracy", history_path))
+                                               "val_accuracy", history_path, clock))
     if cfg.monitor.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
     return cbs
+
+
+def _save_clock(cfg: ml_collections.ConfigDict) -> writers.SaveClock | None:
+    """The writers' clock (``train.save_every_seconds``); None: write after every epoch.
+
+    Under ``multi_worker`` every worker must back up the same epochs, so there is none.
+    """
+    every = float(cfg.train.get("save_every_seconds", 0.0) or 0.0)
+    if every < 0 or not every == every:
+        raise ValueError(f"train.save_every_seconds={every}: give seconds >= 0 (0: write "
+                         "after every epoch)")
+    if not every or str(cfg.train.distribute) == "multi_worker":
+        return None
+    return writers.SaveClock(every)
 
 
 def _training_callbacks(cfg: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -7,6 +7,14 @@ and ``BestModelCheckpoint`` (``best.keras``). They write what the callbacks befo
 into ``logs``, so they come after those in the list; and the backup comes after the history
 and the records, so that once it says "epoch k done", epoch k's row and records are on disk
 (``recipes.callbacks.build_callbacks`` keeps that order).
+
+Every epoch's writes cost a fixed ~30-60 ms on CPU (an HDF5 backup, a ``.keras`` zip, a CSV
+and JSON files, each through a rename): nothing beside an epoch of minutes, but as much as
+the training itself on a small network whose epochs take a tenth of a second. A
+:class:`SaveClock` placed before the writers spaces their writes out in time: they write
+together at the end of an epoch once ``every_seconds`` have passed since the last write (and
+always at the end of training), so a kill loses at most that long or one epoch, whichever is
+more. Keras's own ``BackupAndRestore`` offers only a count of epochs or batches.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from typing import Any
 
 import keras
@@ -24,7 +33,7 @@ from recipes import io
 from recipes.callbacks import gradients, monitors
 
 __all__ = ["AtomicBackupAndRestore", "BestModelCheckpoint", "HistoryCSV", "RecordsWriter",
-           "checkpoint_bytes", "first_loss", "save_monitor_records", "write_records"]
+           "SaveClock", "checkpoint_bytes", "first_loss", "save_monitor_records", "write_records"]
 
 
 def checkpoint_bytes(model: keras.Model) -> int:
@@ -47,6 +56,40 @@ def first_loss(history_path: str) -> float | None:
     return float(rows[0]["loss"]) if rows and rows[0].get("loss") else None
 
 
+# -- when to write ---------------------------------------------------------------------------
+
+class SaveClock(keras.callbacks.Callback):
+    """Decides, at each epoch's end, whether the writers after it write (see the module doc).
+
+    Args:
+        every_seconds: the least time between two writes; 0 writes after every epoch.
+        clock: the time source (``time.monotonic``; tests pass a fake one).
+
+    Attributes:
+        due: True from this epoch's end until the next epoch's: the writers write now.
+    """
+
+    def __init__(self, every_seconds: float = 0.0, clock=time.monotonic):
+        super().__init__()
+        if not math.isfinite(float(every_seconds)) or float(every_seconds) < 0:
+            raise ValueError(f"SaveClock every_seconds must be >= 0, got {every_seconds}")
+        self.every, self.clock = float(every_seconds), clock
+        self.due, self._last = True, 0.0
+
+    def on_train_begin(self, logs=None):
+        self._last, self.due = self.clock(), True
+
+    def on_epoch_end(self, epoch, logs=None):
+        last_epoch = epoch + 1 >= int((self.params or {}).get("epochs") or 0)
+        self.due = last_epoch or self.clock() - self._last >= self.every
+        if self.due:
+            self._last = self.clock()
+
+
+def _due(clock: SaveClock | None) -> bool:
+    return clock is None or clock.due
+
+
 # -- history and records --------------------------------------------------------------------
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -54,13 +97,15 @@ class HistoryCSV(keras.callbacks.Callback):
 
     Keras's ``CSVLogger`` appends line by line (a kill can leave half a line) and, on a
     resumed run, cannot drop rows of epochs that are re-run; this rewrites the whole file
-    through a rename and keys rows by epoch.
+    through a rename and keys rows by epoch. With a ``clock`` (:class:`SaveClock`) it
+    writes when the clock says so and at the end of training.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, clock: SaveClock | None = None):
         super().__init__()
-        self.path = path
+        self.path, self.clock = path, clock
         self.rows: list[dict[str, Any]] = []
+        self._pending = False
 
     def on_train_begin(self, logs=None):
         self.rows = io.read_csv(self.path) if os.path.exists(self.path) else []
@@ -73,10 +118,20 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
+        self._pending = True
+        if _due(self.clock):
+            self._write()
+
+    def on_train_end(self, logs=None):
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
         columns: list[str] = []
         for r in self.rows:
             columns += [k for k in r if k not in columns]
         io.write_csv(self.path, self.rows, columns)
+        self._pending = False
 
 
 class RecordsWriter(keras.callbacks.Callback):
@@ -86,14 +141,25 @@ class RecordsWriter(keras.callbacks.Callback):
         workdir: the run's directory (see :func:`save_monitor_records`).
         cbs: the run's callback list itself, read at each epoch end (so it may still grow
             after this writer is made).
+        clock: when to write (:class:`SaveClock`; None: after every epoch); it always
+            writes at the end of training.
     """
 
-    def __init__(self, workdir: str, cbs: list[keras.callbacks.Callback]):
+    def __init__(self, workdir: str, cbs: list[keras.callbacks.Callback],
+                 clock: SaveClock | None = None):
         super().__init__()
-        self.workdir, self.cbs = workdir, cbs  # the run's callbacks (the same list)
+        self.workdir, self.cbs, self.clock = workdir, cbs, clock  # cbs: the run's own list
+        self._pending = False
 
     def on_epoch_end(self, epoch, logs=None):
-        save_monitor_records(self.cbs, self.workdir)
+        self._pending = True
+        if _due(self.clock):
+            self.on_train_end()
+
+    def on_train_end(self, logs=None):
+        if self._pending:
+            save_monitor_records(self.cbs, self.workdir)
+            self._pending = False
 
 
 def write_records(path: str, records: list[dict[str, Any]]) -> None:
@@ -152,9 +218,29 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     they are, they would run different epochs and break each other's collectives. On
     restore the workers gather their latest epochs and all resume from the oldest (one
     worker can be at most one epoch ahead, since every step is a collective).
+
+    With a ``clock`` (:class:`SaveClock`), an epoch's end backs up only when the clock says
+    so, and the end of training backs up an epoch not yet saved. Keep it None under
+    ``MultiWorkerMirroredStrategy``: every worker must back up the same epochs.
     """
 
+    def __init__(self, backup_dir: str, *, clock: SaveClock | None = None, **kwargs: Any):
+        super().__init__(backup_dir, **kwargs)
+        self.clock, self._pending = clock, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch, self._last_batch_seen = epoch + 1, 0
+        self._pending = True
+        if _due(self.clock):
+            self._save_model()
+
+    def on_train_end(self, logs=None):
+        if self._pending and not self.delete_checkpoint:
+            self._save_model()
+        super().on_train_end(logs)
+
     def _save_model(self):
+        self._pending = False
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch{self._current_epoch:05d}.weights.h5"
         path = os.path.join(self.backup_dir, name)
@@ -246,19 +332,25 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     Keras's ``ModelCheckpoint(save_best_only=True)`` writes the file in place (a kill can
     leave half a file) and forgets the best value when a run resumes; this one replaces
     the file through a rename and reads the best value so far from ``history.csv``.
+    With a ``clock`` (:class:`SaveClock`), a best epoch between two writes is kept in
+    memory (a copy of its weights) and written at the next one, or at the end of training.
 
     Args:
         path: the ``.keras`` file.
         monitor: a metric in the epoch logs, e.g. ``"val_accuracy"`` or ``"val_loss"``.
         history_path: the run's ``history.csv``, to recover the best value after a resume.
+        clock: when to write (None: at every epoch that improves).
     """
 
-    def __init__(self, path: str, monitor: str = "val_accuracy", history_path: str = ""):
+    def __init__(self, path: str, monitor: str = "val_accuracy", history_path: str = "",
+                 clock: SaveClock | None = None):
         super().__init__()
         self.path, self.monitor, self.history_path = path, monitor, history_path
+        self.clock = clock
         self.mode_max = "loss" not in monitor
         self.best = -math.inf if self.mode_max else math.inf
         self.best_epoch = 0
+        self._pending: list[np.ndarray] | None = None  # the best weights not yet written
 
     def _better(self, value: float) -> bool:
         return value > self.best if self.mode_max else value < self.best
@@ -272,8 +364,29 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)) or not self._better(float(value)):
+        improved = (value is not None and math.isfinite(float(value))
+                    and self._better(float(value)))
+        if improved:
+            self.best, self.best_epoch = float(value), epoch + 1
+        if improved and _due(self.clock):
+            self._pending = None
+            self._save()
+        elif improved:
+            self._pending = self.model.get_weights()
+        elif self._pending is not None and _due(self.clock):
+            self.on_train_end()
+
+    def on_train_end(self, logs=None):
+        if self._pending is None:
             return
-        self.best, self.best_epoch = float(value), epoch + 1
+        now = self.model.get_weights()
+        self.model.set_weights(self._pending)
+        try:
+            self._save()
+        finally:
+            self.model.set_weights(now)
+            self._pending = None
+
+    def _save(self) -> None:
         io.write_with(self.path, self.model.save, suffix=".keras",
                       need=checkpoint_bytes(self.model))

@@ -100,6 +100,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Keep the weights of the epoch with the best val_accuracy (Keras EarlyStopping's
     # restore_best_weights without the stop); babysit's run as given (fit=) turns it off.
     c.train.restore_best = True
+    # history.csv, the monitors' records, the backup and best.keras are written together once
+    # this long has passed since the last write (and at the end): a kill loses at most this
+    # long or one epoch. 0: after every epoch (Keras's BackupAndRestore default).
+    c.train.save_every_seconds = 10.0
     c.train.prior_bias = True  # logits bias = ln(class priors) when classes are imbalanced
 
     c.monitor = ml_collections.ConfigDict()
