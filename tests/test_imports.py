@@ -29,7 +29,7 @@ LAYERS = {
     "recipes.prepare": 4,
     "recipes.train": 5, "recipes.sanity": 5, "recipes.lr_range": 5, "recipes.diagnose": 5,
     "recipes.finetune": 5, "recipes.ensemble": 5, "recipes.distill": 5, "recipes.report": 5,
-    "recipes.preflight": 5,
+    "recipes.preflight": 5, "recipes.predict": 5, "recipes.export": 5,
     "recipes": 5,  # the package's __init__: imports every Keras-serializable class
     "recipes.babysit": 6, "recipes.repair": 6, "tuning": 6,
     "recipes.experiments": 7,
