@@ -4,11 +4,18 @@
 loads a user's file; ``get("name:arg")`` passes ``arg`` to ``get_config`` (as
 ``ml_collections.config_flags`` does). Written by hand because ml_collections resolves only
 file paths, not names of files shipped inside a package.
+
+``get("runs/x/config.json")`` reads the tree a run saved (``best_config.json`` of a search
+too), so "reproduce this run" is ``--config=runs/x/config.json``. A JSON file is data and
+runs no code: one whose ``model.arch`` names code to import (``module:function``,
+``file.py:function``) is refused unless the caller trusts it (``trust=True``; the command
+line's ``--trust_config``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import numbers
 import os
 import pathlib
@@ -32,12 +39,18 @@ def resolve_path(name_or_path: str) -> str:
     """Returns the file behind a built-in name or a user's path (``:arg`` kept).
 
     Raises:
-        ValueError: neither a built-in name nor an existing ``.py`` file.
+        ValueError: neither a built-in name nor an existing ``.py`` or ``.json`` file.
     """
     if not isinstance(name_or_path, str):
         raise ValueError(f"--config must be a built-in name (one of {names()}) or a path to "
-                         f"a .py file, got {type(name_or_path).__name__}: "
+                         f"a .py or .json file, got {type(name_or_path).__name__}: "
                          f"{reprlib.repr(name_or_path)}")
+    if is_json(name_or_path):
+        if not os.path.isfile(name_or_path):
+            raise ValueError(f"--config: file {name_or_path!r} does not exist; give a run's "
+                             "config.json, a search's best_config.json, a .py file defining "
+                             f"get_config() or one of the built-in names: {names()}")
+        return name_or_path
     base, sep, arg = name_or_path.partition(":")
     if base in names():
         return str(_HERE / f"{base}.py") + sep + arg
@@ -47,20 +60,38 @@ def resolve_path(name_or_path: str) -> str:
         raise ValueError(f"--config: file {base!r} does not exist; give a path to a .py file "
                          f"defining get_config() or one of the built-in names: {names()}")
     raise ValueError(f"--config: unknown config {base!r}; use one of {names()} "
-                     "or a path to a .py file defining get_config()")
+                     "or a path to a .py file defining get_config() or a .json config")
 
 
-def get(name_or_path: str) -> ml_collections.ConfigDict:
+def is_json(name_or_path: Any) -> bool:
+    """Whether ``--config`` names a JSON config (a run's ``config.json``, ``best_config.json``)."""
+    return isinstance(name_or_path, str) and name_or_path.lower().endswith(".json")
+
+
+def get(name_or_path: str, *, trust: bool = False) -> ml_collections.ConfigDict:
     """Loads a config by built-in name or path, ``name:arg`` passing ``arg`` to get_config.
 
     A ``get_config`` that returns a plain dict is accepted: nested dicts become nested
-    ConfigDicts and lists become tuples, so the CLI can override every field.
+    ConfigDicts and lists become tuples, so the CLI can override every field. A ``.json``
+    path is read by :func:`load_json`.
+
+    Args:
+        name_or_path: a built-in name, a ``.py`` file (either with ``:arg``) or a ``.json``.
+        trust: let a JSON config name code to import (:func:`code_fields`).
 
     Raises:
         ValueError: an unknown name or missing file, or a file that fails at import, whose
             ``get_config`` fails, or returns neither a ConfigDict nor a dict; one line that
-            names the file and the exception.
+            names the file and the exception. A JSON config that names code, untrusted.
     """
+    if is_json(name_or_path):
+        config, _ = load_json(resolve_path(name_or_path))
+        code = code_fields(config)
+        if code and not trust:
+            raise ValueError(f"{name_or_path}: {describe_code(code)}; a JSON config is data "
+                             "and runs no code unless you trust it: "
+                             f"configs.get({name_or_path!r}, trust=True)")
+        return config
     path, _, arg = resolve_path(name_or_path).partition(":")
     module = _load(path)
     if not callable(getattr(module, "get_config", None)):
@@ -80,6 +111,58 @@ def get(name_or_path: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(_tuples(config))
     raise ValueError(f"--config: get_config() in {path} returned type {type(config).__name__}; "
                      "return an ml_collections.ConfigDict or a dict")
+
+
+def load_json(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+    """Reads a config saved as JSON: a run's ``config.json`` or a search's ``best_config.json``.
+
+    The tree lands in the shape of a built-in config (lists become tuples, as the tree
+    holds them), so ``--config.a.b=value`` overrides it; :func:`complete` then checks every
+    field. The run's ``origins`` (what came from a user's model) is returned apart.
+
+    Returns:
+        ``(config, origins)``; ``origins`` is ``{}`` when the file has none.
+
+    Raises:
+        ValueError: an unreadable, corrupt or non-object file, or a bad ``origins``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = json.load(f)
+    except OSError as e:
+        raise ValueError(f"--config: cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"--config: {path} is not valid JSON ({_describe(e)}); give a "
+                         "run's config.json or a search's best_config.json") from e
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"--config: {path} holds a JSON {type(tree).__name__}, not an object "
+                         "of config branches like a run's config.json")
+    origins = tree.get(ORIGINS, {})
+    if not isinstance(origins, Mapping):
+        raise ValueError(f"--config: {path}: {ORIGINS!r} must be an object, got "
+                         f"{reprlib.repr(origins)}")
+    given = {k: v for k, v in tree.items() if k != ORIGINS}
+    try:
+        return ml_collections.ConfigDict(_tuples(given)), dict(origins)
+    except (TypeError, ValueError, KeyError) as e:  # e.g. a key ConfigDict cannot hold
+        raise ValueError(f"--config: {path}: not a config tree ({_describe(e)})") from e
+
+
+def code_fields(config: Any) -> dict[str, str]:
+    """The fields of ``config`` that name code to import: ``{dotted path: value}``.
+
+    Only ``model.arch`` does: ``package.module:function`` or ``path/file.py:function``
+    (``models.registry``); a built-in or registered name (no ``:``) imports nothing.
+    """
+    model = config.get("model") if hasattr(config, "get") else None
+    arch = model.get("arch") if hasattr(model, "get") else None
+    return {"model.arch": arch} if isinstance(arch, str) and ":" in arch else {}
+
+
+def describe_code(code: Mapping[str, str]) -> str:
+    """``model.arch='evil.py:build' imports and runs evil.py`` for :func:`code_fields`."""
+    return ", ".join(f"{path}={value!r} imports and runs {value.rpartition(':')[0].strip()}"
+                     for path, value in code.items())
 
 
 def _load(path: str) -> Any:
