@@ -1,5 +1,8 @@
-"""Tests for recipes.report and recipes.plots: a full and a partial context, HTML safety."""
+"""Tests for recipes.report and recipes.plots: a full and a partial context, HTML safety,
+and a report built from a tiny real babysitting run."""
 
+import html
+import json
 import os
 import re
 import shutil
@@ -182,3 +185,149 @@ def test_render_screenshot(full, tmp_path):
 def test_render_screenshot_without_chromium(monkeypatch, tmp_path):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert report.render_screenshot(str(tmp_path / "x.html"), str(tmp_path / "x.png")) is False
+
+
+# -- a report from a small real run ------------------------------------------------------------
+
+
+def _tiny_babysit(workdir):
+    """A tiny real babysitting run: lr range, a two-stage search, train, diagnose, report."""
+    from helpers import quick
+
+    from recipes import babysit
+
+    cfg = quick(epochs=3)
+    cfg.monitor.update_ratio_every = 2
+    cfg.babysit.lr_min, cfg.babysit.lr_max, cfg.babysit.lr_points = 1e-3, 1.0, 4
+    cfg.babysit.lr_epochs = 2
+    cfg.search.stages = "3x1,2x1"
+    babysit.run(cfg, str(workdir), steps="lr_range,search,train,diagnose,report",
+                echo=lambda line: None)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(workdir, report.html text) of a tiny real babysitting run (~30 s on 2 cores)."""
+    workdir = _tiny_babysit(tmp_path_factory.mktemp("real") / "run")
+    return workdir, (workdir / "report.html").read_text(encoding="utf-8")
+
+
+def _sections(page):
+    return re.findall(r'<section id="([^"]+)">(.*?)</section>', page, flags=re.S)
+
+
+def test_real_report_opens_with_the_headline(real):
+    workdir, page = real
+    summary = json.loads((workdir / "summary.json").read_text())
+    secs = _sections(page)
+    assert secs[0][0] == "headline"
+    head = secs[0][1]
+    assert 'class="headline ' in head
+    assert page.index('<section id="headline">') < page.index("<nav>")
+    assert f"{100 * summary['test_accuracy']:.1f} %" in head
+    assert f"{summary['test_accuracy']:.4f} single view" in head
+    best = summary.get("best_epoch")
+    weights = (f"best validation epoch {best} of {summary['epochs']}" if best
+               else f"last epoch ({summary['epochs']}")
+    assert "Weights used" in head and weights in head
+    for label in ("Verdict", "Problems", "Total time"):
+        assert f"<td>{label}</td>" in head, label
+
+
+def test_real_report_tables_have_no_nan_and_plain_labels(real):
+    _, page = real
+    cells = re.findall(r"<t[dh]>(.*?)</t[dh]>", page, flags=re.S)
+    assert cells
+    assert not [c for c in cells if re.search(r"\bnan\b", c, flags=re.I)]
+    summary = dict(_sections(page))["summary"]
+    for label in ("test accuracy", "train loss, clean", "weights used", "what it is"):
+        assert label in summary, label
+    assert "train_loss" not in summary and "best_epoch" not in summary
+    assert "running mean" in summary  # the two train losses are told apart
+
+
+def test_real_report_embeds_the_search_plots_and_tables(real):
+    workdir, page = real
+    search = dict(_sections(page))["search"]
+    files = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="[^"]*" data-file="([^"]+)"',
+                       search)
+    assert "search/plots/lr_reg.png" in files
+    assert any(f.startswith("search/plots/val_accuracy_vs_") for f in files)
+    for f in files:
+        assert (workdir / f).is_file(), f
+    assert "ranges searched" in search and "best val accuracy" in search
+    assert re.search(r"The \d best trials", search)
+    assert "{'" not in search  # no raw dict dumps
+    result = json.loads((workdir / "search" / "result.json").read_text())
+    for warning in result.get("edge_warnings") or []:
+        assert f"Edge warning: {html.escape(warning)}" in search
+    assert "<details><summary>Trial log" in search
+
+
+def test_real_report_every_figure_has_a_healthy_caption(real):
+    _, page = real
+    figures = re.findall(r"<figure>(.*?)</figure>", page, flags=re.S)
+    assert len(figures) >= 6
+    for fig in figures:
+        caption = re.search(r"<figcaption>(.*?)</figcaption>", fig, flags=re.S)
+        assert caption and "Healthy" in caption.group(1), fig[-300:]
+    # a constant learning rate is a sentence, not a flat line
+    curves = dict(_sections(page))["curves"]
+    assert "Constant learning rate" in curves and "Learning rate used" not in curves
+
+
+def test_activation_figure_names_layers_as_the_table(tmp_path):
+    layers = [{"name": "act_0", "activation": "relu", "mean": 0.5, "std": 1.0,
+               "saturated": 0.0, "dead": 0.3,
+               "hist": {"counts": [30, 5, 2, 0, 1], "edges": [0, 1, 2, 3, 4, 5]}}]
+    path = plots.activation_stats({"epoch 1": layers, "epoch 3": layers}, tmp_path / "a.png")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[1] >= 1000  # legible at 1280 px: about 1000 px wide
+    paths = report.write(str(tmp_path / "run"), {"activation_stats": [
+        {"epoch": 1, "layers": layers}, {"epoch": 3, "layers": layers}]})
+    page = open(paths["html"], encoding="utf-8").read()
+    assert "<td>act_0</td>" in page and "epoch 1 and epoch 3" in page
+
+
+def test_write_says_why_there_is_no_screenshot(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    paths = report.write(str(tmp_path), {"history": {"loss": [2.0, 1.0]}},
+                         screenshot=str(tmp_path / "shot.png"))
+    assert paths["screenshot_note"] == "(no screenshot: Chromium not found)"
+    assert "screenshot" not in paths
+    assert report.screenshot(paths["html"], str(tmp_path / "x.png")) == \
+        "(no screenshot: Chromium not found)"
+
+
+def test_real_report_screenshot_is_not_blank(real, tmp_path):
+    if report.find_chromium() is None:
+        pytest.skip("chromium / chromium-browser not on PATH (apt-get install chromium)")
+    PIL = pytest.importorskip("PIL.Image")
+    workdir, _ = real
+    png = tmp_path / "report.png"
+    note = report.screenshot(str(workdir / "report.html"), str(png), timeout=120)
+    assert note == f"(screenshot {png})"
+    assert png.stat().st_size > 50_000
+    with PIL.open(png) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.float64)
+    assert grey.shape[1] == 1280
+    top = grey[:1500]
+    assert (top < 200).mean() > 0.03  # text, tables and figures, not a blank page
+    assert top.std() > 20
+
+
+def test_headline_of_a_stopped_procedure_names_the_failed_step(tmp_path):
+    context = {"steps": [{"name": "overfit small", "passed": False, "verdict": "VERDICT-x",
+                          "advice": "ADVICE-y", "seconds": 2.0}],
+               "findings": [], "repairs": None}
+    paths = report.write(str(tmp_path), context)
+    page = open(paths["html"], encoding="utf-8").read()
+    head = dict(_sections(page))["headline"]
+    assert 'class="headline fail"' in head and "A step failed: overfit small" in head
+    assert "VERDICT-x" in head and "ADVICE-y" in head
+    assert "not diagnosed" in head and "none found" not in head
+    assert "No findings" not in page  # nothing was diagnosed: not "healthy"
+    assert "2.0 s" in head
