@@ -4,9 +4,12 @@ import contextlib
 import os
 import sys
 
-# TensorFlow's C++ INFO/WARNING lines (CPU feature notes, oneDNN) drown a recipe's own
-# one-line verdicts; set TF_CPP_MIN_LOG_LEVEL yourself before importing to see them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log lines (CPU feature notes, oneDNN, and an "E0000 ... NodeDef mentions
+# attribute use_unbounded_threadpool" line a tf.data pipeline prints at every new graph,
+# harmless) drown a recipe's own one-line verdicts: level 3 keeps them out; a real failure
+# still reaches Python as an exception. BABYSIT_TF_LOGS=1 (or TF_CPP_MIN_LOG_LEVEL set before
+# the import) shows everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get("BABYSIT_TF_LOGS") else "3")
 
 
 @contextlib.contextmanager
@@ -43,12 +46,14 @@ with _native_stderr_silenced():
 
 # Every class a saved babysit model can name registers itself with Keras on import: the
 # builders' layers and initializers (Maxout, WeightNormalization, Scaled, ...), the crop
-# layer, the schedules (LinearWarmup, ...), the SVM loss and the Distiller. Without these
+# layer, the schedules (LinearWarmup, ...), the SVM loss, the Distiller and the exported
+# models' flip layer (recipes.export). Without these
 # imports keras.saving.load_model on a babysit model fails ("Could not interpret
 # initializer identifier", "Could not locate class 'LinearWarmup'") unless the user happens
 # to have imported the module that defines the class.
 import models as _models  # noqa: E402, F401
 from recipes import distill as _distill  # noqa: E402, F401
+from recipes import export as _export  # noqa: E402, F401
 from recipes import losses as _losses  # noqa: E402, F401
 from recipes import pipeline as _pipeline  # noqa: E402, F401
 from recipes import schedules as _schedules  # noqa: E402, F401

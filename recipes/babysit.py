@@ -245,11 +245,19 @@ def _run_steps(state: _State) -> dict[str, Any]:
     path = os.path.join(state.workdir, "babysit.json")
     if os.path.exists(path) and io.read_json(path, what="babysit result").get("finished"):
         return io.read_json(path, what="babysit result")  # a staged run killed before its swap
+    with io.logs_to(os.path.join(state.workdir, "babysit.log")):
+        return _steps_in_order(state)
+
+
+def _steps_in_order(state: _State) -> dict[str, Any]:
+    """Runs each step of ``state.todo``, then the conclusion; saves after each."""
     for name in state.todo:
         if state.stopped:
             break
         if name == "report":
             _conclude(state)
+        if name in _STARTS:  # a step that takes more than a few seconds says so first
+            state.echo(f"{'':8}{_STARTS[name](state)} ...")
         start = time.time()
         for step in _RUNNERS[name](state):
             step.seconds = round(time.time() - start, 1)
@@ -264,7 +272,65 @@ def _run_steps(state: _State) -> dict[str, Any]:
             state.echo(step.line(len(state.steps), len(state.steps)))
     state.finished = True
     _save(state)
+    for line in closing_lines(state):
+        state.echo(line)
     return _result(state)
+
+
+def _train_start(state: _State) -> str:
+    t = state.cfg.train
+    what = "the run as given" if state.fit is not None else "training"
+    return f"{what}: {t.epochs} epochs, batch {t.batch_size}, every monitor on"
+
+
+def _search_start(state: _State) -> str:
+    stages = tuning.narrowing.parse_stages(state.cfg.search.stages)
+    return (f"search: {sum(st.trials for st in stages)} short trials in {len(stages)} "
+            "stage(s), coarse to fine")
+
+
+_STARTS: dict[str, Callable[[_State], str]] = {
+    "sanity": lambda state: "sanity: the initial loss and a raised regularization",
+    "overfit": lambda state: "overfit: training on a tiny subset until it is memorized",
+    "lr_range": lambda state: (f"lr range: {state.cfg.babysit.lr_points} short runs "
+                               f"across {state.cfg.babysit.lr_min:g} .. "
+                               f"{state.cfg.babysit.lr_max:g}"),
+    "search": _search_start,
+    "train": _train_start,
+    "repair": lambda state: (f"repair: up to {state.cfg.babysit.repair_rounds} round(s) of "
+                             "retraining with the top remedy"),
+}
+
+
+def closing_lines(state: _State) -> list[str]:
+    """The block a run ends on: the verdict, where the report and curves are, what next."""
+    if not state.verdict:
+        return []
+    lines = [f"verdict: {state.verdict[0]}{_weights_used(state)}"]
+    html = os.path.join(state.shown, "report.html")
+    if "report" in state.done:
+        shot = os.path.join(state.workdir, "plots", "report.png")
+        lines.append(f"report:  open file://{os.path.abspath(html)}"
+                     + ("" if os.path.exists(shot) else "  (no PNG screenshot: see above)"))
+    tb = os.path.join(state.shown, "tensorboard")
+    if os.path.isdir(os.path.join(state.workdir, "tensorboard")):
+        lines.append(f"curves:  tensorboard --logdir {os.path.abspath(tb)}")
+    nxt = [v.removeprefix("next: ") for v in state.verdict[1:] if v.startswith("next: ")]
+    lines.append(f"next:    {nxt[0]}" if nxt else
+                 f"next:    python -m recipes.predict "
+                 f"--workdir={os.path.normpath(state.final.get('run', state.shown))} "
+                 "--input=YOUR_INPUTS.npz --out=predictions.csv")
+    return lines
+
+
+def _weights_used(state: _State) -> str:
+    """Which weights the test accuracy comes from, in words."""
+    s = state.summary or {}
+    if s.get("best_epoch"):
+        return f" (epoch {s['best_epoch']}'s weights: the best on validation)"
+    if s.get("epochs"):
+        return f" (the last epoch's weights, epoch {s['epochs']})"
+    return ""
 
 
 def _conclude(state: _State) -> None:
@@ -295,9 +361,7 @@ def _conclude(state: _State) -> None:
                    "model": os.path.join(state.shown, "final.keras"),
                    "run": os.path.join(state.shown, os.path.relpath(best.workdir,
                                                                     state.workdir))}
-    state.verdict = verdict_lines(state)
-    for line in state.verdict:
-        state.echo(line)
+    state.verdict = verdict_lines(state)  # said at the very end (closing_lines)
 
 
 def verdict_lines(state: _State) -> list[str]:
@@ -679,10 +743,9 @@ def _report(state: _State):
     """report.md and report.html, with a screenshot when Chromium is available."""
     paths = report.write(state.workdir, _context(state))
     shot = os.path.join(state.workdir, "plots", "report.png")
-    rendered = report.render_screenshot(paths["html"], shot)
     html = os.path.join(state.shown, os.path.relpath(paths["html"], state.workdir))
     shown_shot = os.path.join(state.shown, os.path.relpath(shot, state.workdir))
-    yield Step("report", None, html + (f" (screenshot {shown_shot})" if rendered else ""))
+    yield Step("report", None, f"{html} {report.screenshot(paths['html'], shot, shown=shown_shot)}")
     state.done.add("report")
 
 

@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -243,3 +244,36 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+#: The libraries whose Python log records a run sends to its log file instead of the console.
+RUN_LOGGERS = ("recipes", "tuning", "models", "tensorflow", "keras", "keras_tuner", "py.warnings")
+
+
+@contextlib.contextmanager
+def logs_to(path: str, names: Sequence[str] = RUN_LOGGERS) -> Iterator[None]:
+    """Sends the named loggers' records (and Python warnings) to ``path`` for a block.
+
+    The console keeps a run's own lines; the libraries' warnings (a monitor's early alarm,
+    a retracing note, a Keras ``UserWarning``), which the step lines and the report say again
+    in words, go to the run's log file (appended, one plain line each) instead of the
+    console in absl's format. ``BABYSIT_TF_LOGS=1`` leaves the console as it was.
+    """
+    if os.environ.get("BABYSIT_TF_LOGS"):
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg.propagate, lg.handlers[:]) for lg in loggers]
+    logging.captureWarnings(True)
+    try:
+        for lg in loggers:
+            lg.handlers, lg.propagate = [handler], False
+        yield
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+        logging.captureWarnings(False)
+        handler.close()

@@ -29,6 +29,7 @@ from recipes import callbacks as bcallbacks
 from recipes import cli, configs, io, tta
 from recipes import data as data_lib
 from recipes import workdir as wd
+from recipes.callbacks.progress import ReadableProgbar
 from recipes.callbacks.writers import (  # noqa: F401 - recipes.train.HistoryCSV & co. too
     AtomicBackupAndRestore,
     HistoryCSV,
@@ -159,6 +160,10 @@ def _train_in(p: Prepared, workdir: str, extra: list, start: float, *, shown: st
         print(f"{split} accuracy {summary[f'{split}_accuracy']:.4f} (loss "
               f"{summary[f'{split}_loss']:.4f}) after {summary['epochs']} epochs in "
               f"{summary['fit_seconds']:.1f} s{kept}; artifacts in {shown}")
+        if cfg.monitor.tensorboard:
+            print(f"curves: tensorboard --logdir {os.path.abspath(shown)}/tensorboard")
+        print(f"next:   python -m recipes.predict --workdir={shown} --input=INPUTS "
+              "--out=predictions.csv")
     return summary
 
 
@@ -209,12 +214,13 @@ def _callbacks(p: Prepared, workdir: str, history_path: str,
                extra: list[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
     """The run's callbacks, in ``recipes.callbacks.build_callbacks``'s order."""
     probe_x, probe_y = _probe(p)
-    return bcallbacks.build_callbacks(
+    cbs = bcallbacks.build_callbacks(
         p.config, steps_per_epoch=p.steps_per_epoch, epoch_seed=p.epoch_seed,
         workdir=workdir, probe_x=probe_x, probe_y=probe_y,
         input_shape=p.splits.info.input_shape,
         initial_loss=bcallbacks.first_loss(history_path), has_val=p.val_ds is not None,
         tta_eval=_tta_eval(p), extra=extra)
+    return [*cbs, ReadableProgbar()]  # last: it shows what the others wrote, readably
 
 
 def _tta_eval(p: Prepared) -> tta.CropAveragingEval | None:

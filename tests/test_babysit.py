@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,13 +33,25 @@ def test_parse_steps():
 
 def test_cli_runs_the_whole_procedure_on_digits_and_writes_the_report(tmp_path):
     workdir = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "BABYSIT_TF_LOGS"):  # the console as a user gets it
+        env.pop(name, None)
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "recipes.babysit", "--config=digits_mlp",
                            f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     seconds = time.time() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Quiet: no TensorFlow C++ line (E0000 ...) and no absl-format line (W1205 06:14:30 ...).
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines()
+             if re.match(r"[EWIF]\d{4} ", line)]
+    assert not noise, noise[:3]
+    closing = proc.stdout.rstrip().splitlines()[-4:]  # the verdict block ends the run
+    assert closing[0].startswith("verdict: test accuracy 0."), proc.stdout[-1500:]
+    assert closing[1].startswith(f"report:  open file://{workdir}/report.html"), closing
+    assert closing[2] == f"curves:  tensorboard --logdir {workdir}/tensorboard", closing
+    assert closing[3].startswith("next:    python -m recipes."), closing
+    assert (workdir / "babysit.log").is_file()  # where the libraries' warnings went
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     names = " ".join(lines)
     for step in ("initial loss", "overfit small", "learning-rate range", "search", "train",

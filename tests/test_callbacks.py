@@ -307,6 +307,16 @@ def test_best_checkpoint_between_ticks_keeps_the_best_epochs_weights(tmp_path):
         np.testing.assert_array_equal(a, b + 1.0)
 
 
+def test_the_epoch_line_shows_what_a_person_reads():
+    logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "lr": 0.1,
+            "learning_rate": 0.1, "act_dead_max": 0.0, "grad_norm_ratio": 1.0,
+            "update_ratio_median": 1e-3, "exploded": 0.0, "momentum": 0.9,
+            "val_tta_accuracy": 0.45}
+    assert list(callbacks.readable(logs)) == ["loss", "accuracy", "val_loss", "val_accuracy",
+                                              "lr", "val_tta_accuracy"]
+    assert "learning_rate" in callbacks.readable({"learning_rate": 0.1})  # no lr: keep it
+
+
 # -- the package's names -------------------------------------------------------------------
 
 def test_inner_optimizer_unwraps_a_loss_scale_optimizer():

@@ -79,7 +79,7 @@ def test_a_too_high_learning_rate_is_found_named_repaired_and_proved(digits, tmp
     verdict = result["verdict"][0]
     assert verdict.startswith("test accuracy 0.") and "learning_rate_too_high" in verdict
     assert "points" in verdict
-    assert any(line.startswith("test accuracy") for line in lines)
+    assert any(line.startswith("verdict: test accuracy") for line in lines)  # the closing block
     saved = json.loads((tmp_path / "w" / "babysit.json").read_text())
     assert {"findings", "repairs", "final", "verdict"} <= set(saved)
     assert (tmp_path / "w" / "final.keras").exists()

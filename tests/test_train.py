@@ -262,3 +262,15 @@ def test_jit_compile_accepts_the_cli_spellings(value, expected):
 def test_jit_compile_rejects_other_values():
     with pytest.raises(ValueError, match="train.jit_compile must be auto, true or false"):
         prepare.jit_compile("sometimes")
+
+
+def test_epoch_lines_and_the_closing_lines_are_what_a_person_reads(tmp_path, capsys):
+    train.run(quick(**{"train.epochs": 2, "train.verbose": 2, "monitor.tensorboard": True}),
+              str(tmp_path / "w"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Epoch 1/2"
+    assert "val_accuracy:" in out[1] and " lr: " in out[1]
+    for key in ("act_", "grad_norm", "update_ratio", "exploded", "learning_rate"):
+        assert key not in out[1], key  # the monitors' numbers go to the files
+    assert out[-2] == f"curves: tensorboard --logdir {tmp_path / 'w'}/tensorboard"
+    assert out[-1].startswith("next:   python -m recipes.predict --workdir=")

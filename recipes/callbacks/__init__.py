@@ -10,6 +10,8 @@
 * ``recipes.callbacks.writers``: the artifact writers (``HistoryCSV``, ``RecordsWriter``,
   ``AtomicBackupAndRestore``, ``BestModelCheckpoint``), every file written atomically, and
   ``SaveClock``, which spaces their writes out in time.
+* ``recipes.callbacks.progress``: Keras's progress bar showing what a person reads
+  (``ReadableProgbar``).
 * :func:`build_callbacks` (``recipes.callbacks.build``): a run's callbacks from the config
   tree, in the order the writers and a bit-for-bit resume need.
 
@@ -35,6 +37,7 @@ from recipes.callbacks.optimizer import (
     learning_rate_schedule,
     learning_rate_used,
 )
+from recipes.callbacks.progress import ReadableProgbar, readable
 from recipes.callbacks.writers import (
     AtomicBackupAndRestore,
     BestModelCheckpoint,
@@ -49,8 +52,8 @@ from recipes.callbacks.writers import (
 __all__ = [
     "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "BatchLossRecorder",
     "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "GradientNormMonitor",
-    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "RecordsWriter", "SaveClock",
-    "SwitchOptimizer", "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes", "first_loss",
-    "gradient_verdict", "inner_optimizer", "learning_rate_schedule", "learning_rate_used",
-    "monitor_callbacks", "save_monitor_records",
+    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "ReadableProgbar", "RecordsWriter",
+    "SaveClock", "SwitchOptimizer", "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes",
+    "first_loss", "gradient_verdict", "inner_optimizer", "learning_rate_schedule",
+    "learning_rate_used", "monitor_callbacks", "readable", "save_monitor_records",
 ]
