@@ -33,6 +33,13 @@ def test_the_guide_pages_exist_and_hold_examples():
     assert len(PYTHON_PAGES) >= 8, PYTHON_PAGES
 
 
+
+def test_the_index_links_every_page():
+    index = open(os.path.join(ROOT, "docs", "index.md"), encoding="utf-8").read()
+    pages = sorted(f for f in os.listdir(os.path.join(ROOT, "docs"))
+                   if f.endswith(".md") and f != "index.md")
+    assert [p for p in pages if f"({p}" not in index and f"/{p}" not in index] == []
+
 @pytest.mark.parametrize("page", PYTHON_PAGES)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     """The page's blocks run in order in one namespace, in a fresh working directory."""
