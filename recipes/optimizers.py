@@ -5,7 +5,11 @@ Adagrad, RMSprop, Adam (Kingma & Ba 2015) and AdamW (Loshchilov & Hutter 2019, d
 weight decay; L2 in the loss stays available as ``model.l2`` so the two can be compared).
 
 Every optimizer is Keras's own; this module only maps the config branch onto it, with the
-papers' defaults and argument checks that name the bad field.
+papers' defaults and argument checks that name the bad field. ``optimizer.ema`` > 0 turns on
+Keras's own weight averaging (Polyak & Juditsky 1992; ``use_ema``, ``ema_momentum``): the
+optimizer keeps an exponential moving average of the weights, which ``fit`` writes into the
+model when it ends (``ema_overwrite_frequency=None``), and which
+``recipes.callbacks.AveragedWeights`` swaps in for each epoch's validation and checkpoints.
 """
 
 from __future__ import annotations
@@ -102,13 +106,17 @@ def _check(c: dict[str, Any]) -> None:
              "optimizer.weight_decay=0 and use model.l2 for L2 in the loss, or use adamw")
     _require(_real(c["clipnorm"]) and c["clipnorm"] >= 0,
              f"optimizer.clipnorm must be >= 0 (0 = off), got {c['clipnorm']!r}")
+    _require(_real(c["ema"]) and 0.0 <= c["ema"] < 1.0,
+             f"optimizer.ema must be in [0, 1) (the weight average's momentum; 0 = off), got "
+             f"{c['ema']!r}; try 0.99, or 0.999 for runs of many thousand steps")
 
 
 def get(cfg: Any, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
         | None = None) -> keras.optimizers.Optimizer:
     """Returns the Keras optimizer that the ``optimizer`` config branch names.
 
-    CS231n "Neural Networks 3": SGD, momentum, Nesterov, Adagrad, RMSprop, Adam; plus AdamW.
+    CS231n "Neural Networks 3": SGD, momentum, Nesterov, Adagrad, RMSprop, Adam; plus AdamW;
+    with ``ema`` > 0, Keras's moving average of the weights (``use_ema=True``).
 
     Args:
         cfg: the ``optimizer`` branch (ConfigDict or dict; missing fields take base.py's
@@ -140,4 +148,6 @@ def get(cfg: Any, learning_rate: float | keras.optimizers.schedules.LearningRate
     kw: dict[str, Any] = {"learning_rate": lr}
     if c["clipnorm"] > 0:
         kw["clipnorm"] = float(c["clipnorm"])
+    if c["ema"] > 0:  # fit writes the average into the model at its end (overwrite: None)
+        kw.update(use_ema=True, ema_momentum=float(c["ema"]), ema_overwrite_frequency=None)
     return _BUILDERS[name](c, **kw)

@@ -9,7 +9,10 @@ CS231n "Neural Networks 3", annealing the learning rate: step decay, exponential
 ``t`` is the optimizer's step counter; fields given in epochs (``step_epochs``, the epoch
 ``k`` of exponential/inverse, ``warmup_epochs``) are converted with ``steps_per_epoch``. Keras's
 own schedule classes are used wherever one exists; written here are only ``Constant``,
-``InverseSqrtDecay`` and the generic ``LinearWarmup`` wrapper (serializable in safe mode).
+``InverseSqrtDecay``, ``OneCycle``, ``Triangular`` (Keras has no cyclical schedule) and the
+generic ``LinearWarmup`` wrapper, all serializable in safe mode. The cyclical schedules'
+momentum cycle is a callable of the step (``momentum_values``) that
+``recipes.callbacks.MomentumCycle`` writes into the optimizer before each step.
 
 With η0 = learning_rate, s = steps_per_epoch, T = the decay's steps (epochs·s − warmup):
 
@@ -24,6 +27,10 @@ With η0 = learning_rate, s = steps_per_epoch, T = the decay's steps (epochs·s 
 - cosine: η0·(α + (1 − α)·½(1 + cos(πt/T))) (CosineDecay)
 - cosine_restarts: the cosine over each of ``cycles`` periods of T/cycles steps
   (CosineDecayRestarts, t_mul = m_mul = 1)
+- one_cycle: η0/div → η0 (cosine) over the first pct_start·T steps, then → η0/(div·div_final)
+  (cosine); momentum the other way, optimizer.momentum → momentum_low → back (``OneCycle``;
+  Smith & Topin 2018, fastai's ``fit_one_cycle``)
+- triangular: linear η0/div → η0 → η0/div, ``cycles`` times (``Triangular``; Smith 2017)
 - plateau: η0, × plateau_factor when val_loss stalls (a float + ReduceLROnPlateau)
 """
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -38,8 +46,9 @@ from keras import ops
 
 from recipes.configs import config_fields
 
-__all__ = ["NAMES", "Constant", "InverseSqrtDecay", "LinearWarmup", "LinearWarmupCallback",
-           "callbacks", "get"]
+__all__ = ["CYCLIC", "DEFAULT_DIV", "NAMES", "Constant", "InverseSqrtDecay", "LinearWarmup",
+           "LinearWarmupCallback", "OneCycle", "Triangular", "callbacks", "get",
+           "momentum_values", "one_cycle_value", "triangular_value"]
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 _register = keras.saving.register_keras_serializable(package="babysit")
@@ -199,6 +208,156 @@ class LinearWarmupCallback(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = self._target
 
 
+# -- cyclical schedules (Keras has none) ---------------------------------------------
+
+def one_cycle_value(step: Any, total_steps: float, pct_start: float, start: float,
+                    peak: float, end: float) -> Any:
+    """The one-cycle shape at ``step``: cosine start → peak, then cosine peak → end.
+
+    Smith & Topin 2018, "Super-convergence"; the shape of fastai's ``fit_one_cycle``: the
+    first ``pct_start·total_steps`` steps go from ``start`` to ``peak``, the rest from
+    ``peak`` to ``end``, each half a cosine; ``step`` is clipped to [0, total_steps]. Written
+    as ``end + (peak − end)·sin²(π/2·(T − t)/(T − U))`` rather than with ``1 + cos``, so that
+    float32 keeps its relative precision near the tiny final rate.
+
+    Args:
+        step: the optimizer step t (a tensor or a number).
+        total_steps: T > 0; ``end`` is reached at t = T.
+        pct_start: the fraction of T spent going up, in (0, 1).
+        start: the value at t = 0.
+        peak: the value at t = U = pct_start·T.
+        end: the value at t = T.
+
+    Returns:
+        A float32 tensor, the value at ``step``.
+    """
+    total = float(total_steps)
+    up = pct_start * total
+    t = ops.clip(ops.cast(step, "float32"), 0.0, total)
+    half_pi = math.pi / 2
+    rise = start + (peak - start) * ops.square(ops.sin(half_pi * ops.minimum(t / up, 1.0)))
+    fall = end + (peak - end) * ops.square(
+        ops.sin(half_pi * ops.minimum((total - t) / (total - up), 1.0)))
+    return ops.where(t < up, rise, fall)
+
+
+def triangular_value(step: Any, period: float, start: float, peak: float) -> Any:
+    """The triangle wave at ``step``: linear start → peak over half a period, then back.
+
+    Smith 2017, "Cyclical Learning Rates for Training Neural Networks", the ``triangular``
+    policy (its "stepsize" is half the period here).
+
+    Args:
+        step: the optimizer step t (a tensor or a number), ≥ 0.
+        period: steps of one cycle, > 0.
+        start: the value at the start (and end) of each cycle.
+        peak: the value in the middle of each cycle.
+
+    Returns:
+        A float32 tensor, ``start + (peak − start)·(1 − |2x − 1|)`` with x = frac(t / period).
+    """
+    u = ops.cast(step, "float32") / float(period)
+    x = u - ops.floor(u)
+    return start + (peak - start) * (1.0 - ops.abs(2.0 * x - 1.0))
+
+
+def _check_one_cycle(pct_start: Any, div: Any, div_final: Any, where: str) -> None:
+    _require(_is_number(pct_start) and 0 < pct_start < 1,
+             f"{where}pct_start must be in (0, 1) (the fraction of the run spent warming up), "
+             f"got {pct_start!r}; fastai uses 0.25")
+    _check_div(div, where)
+    _require(_is_number(div_final) and div_final >= 1,
+             f"{where}div_final must be >= 1 (the final rate is learning_rate/(div·div_final)), "
+             f"got {div_final!r}; fastai uses 1e5")
+
+
+def _check_div(div: Any, where: str) -> None:
+    _require(_is_number(div) and div >= 1,
+             f"{where}div must be >= 1 (the lowest rate is learning_rate/div), got {div!r}; "
+             "fastai's one cycle uses 25, Smith's triangular 3 to 4 (schedule.div=0 takes "
+             "those)")
+
+
+@_register
+class OneCycle(_Schedule):
+    """One-cycle learning rate: η0/div → η0 → η0/(div·div_final), two half cosines.
+
+    Smith & Topin 2018, "Super-convergence"; fastai's ``fit_one_cycle`` (defaults
+    ``pct_start=0.25, div=25, div_final=1e5``). Hand-written: Keras has no one-cycle
+    schedule. Step t uses :func:`one_cycle_value`; t ≥ ``total_steps`` keeps the final rate.
+
+    Args:
+        max_learning_rate: η0, the peak, > 0.
+        total_steps: T, the steps of the run, ≥ 2.
+        pct_start: the fraction of T spent warming up, in (0, 1).
+        div: the first rate is η0/div, ≥ 1.
+        div_final: the last rate is η0/(div·div_final), ≥ 1.
+        name: the name scope of the computation.
+    """
+
+    def __init__(self, max_learning_rate: float, total_steps: int, pct_start: float = 0.25,
+                 div: float = 25.0, div_final: float = 1e5, name: str = "OneCycle"):
+        super().__init__()
+        _require(_is_number(max_learning_rate) and max_learning_rate > 0,
+                 f"OneCycle: max_learning_rate must be > 0, got {max_learning_rate!r}")
+        _require(isinstance(total_steps, numbers.Integral) and total_steps >= 2,
+                 f"OneCycle: total_steps must be an integer >= 2, got {total_steps!r}")
+        _check_one_cycle(pct_start, div, div_final, "OneCycle: ")
+        self.max_learning_rate, self.total_steps = float(max_learning_rate), int(total_steps)
+        self.pct_start, self.div, self.div_final = float(pct_start), float(div), float(div_final)
+        self.name = name
+
+    def __call__(self, step: Any) -> Any:
+        with keras.name_scope(self.name):
+            peak = self.max_learning_rate
+            return one_cycle_value(step, self.total_steps, self.pct_start, peak / self.div,
+                                   peak, peak / (self.div * self.div_final))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_learning_rate": self.max_learning_rate, "total_steps": self.total_steps,
+                "pct_start": self.pct_start, "div": self.div, "div_final": self.div_final,
+                "name": self.name}
+
+
+@_register
+class Triangular(_Schedule):
+    """Cyclical learning rate, Smith's ``triangular`` policy: η0/div ↔ η0, linear.
+
+    Smith 2017, "Cyclical Learning Rates for Training Neural Networks". Each of ``cycles``
+    cycles of T/cycles steps goes linearly up from η0/div to η0 and back down
+    (:func:`triangular_value`). Hand-written: Keras has no cyclical schedule.
+
+    Args:
+        max_learning_rate: η0, the peak, > 0.
+        total_steps: T, the steps of the run, ≥ 1.
+        cycles: the number of cycles in T, an integer in [1, T].
+        div: the lowest rate is η0/div, ≥ 1.
+        name: the name scope of the computation.
+    """
+
+    def __init__(self, max_learning_rate: float, total_steps: int, cycles: int = 1,
+                 div: float = 4.0, name: str = "Triangular"):
+        super().__init__()
+        _require(_is_number(max_learning_rate) and max_learning_rate > 0,
+                 f"Triangular: max_learning_rate must be > 0, got {max_learning_rate!r}")
+        _require(isinstance(total_steps, numbers.Integral) and total_steps >= 1,
+                 f"Triangular: total_steps must be an integer >= 1, got {total_steps!r}")
+        _require(isinstance(cycles, numbers.Integral) and 1 <= cycles <= total_steps,
+                 f"Triangular: cycles must be an integer in [1, {total_steps}], got {cycles!r}")
+        _check_div(div, "Triangular: ")
+        self.max_learning_rate, self.total_steps = float(max_learning_rate), int(total_steps)
+        self.cycles, self.div, self.name = int(cycles), float(div), name
+
+    def __call__(self, step: Any) -> Any:
+        with keras.name_scope(self.name):
+            return triangular_value(step, self.total_steps / self.cycles,
+                                    self.max_learning_rate / self.div, self.max_learning_rate)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_learning_rate": self.max_learning_rate, "total_steps": self.total_steps,
+                "cycles": self.cycles, "div": self.div, "name": self.name}
+
+
 def _steps(epochs: float, steps_per_epoch: int) -> int:
     return max(1, round(epochs * steps_per_epoch))
 
@@ -268,12 +427,41 @@ def _cosine(c: dict, lr: float, spe: int, total: int) -> _Schedule:
 def _cosine_restarts(c: dict, lr: float, spe: int, total: int) -> _Schedule:
     # `cycles` equal cosine cycles over the run (snapshot ensembles: a snapshot per cycle).
     _check_alpha(c)
+    cycles = _check_cycles(c, total)
+    return keras.optimizers.schedules.CosineDecayRestarts(
+        lr, total / cycles, t_mul=1.0, m_mul=1.0, alpha=c["alpha"])
+
+
+def _check_cycles(c: dict, total: int) -> int:
     cycles = c["cycles"]
-    _require(isinstance(cycles, numbers.Integral) and 1 <= cycles <= total,
+    _require(isinstance(cycles, numbers.Integral) and not isinstance(cycles, bool)
+             and 1 <= cycles <= total,
              f"schedule.cycles must be an integer in [1, {total}] (the decay steps), "
              f"got {cycles!r}")
-    return keras.optimizers.schedules.CosineDecayRestarts(
-        lr, total / int(cycles), t_mul=1.0, m_mul=1.0, alpha=c["alpha"])
+    return int(cycles)
+
+
+#: ``schedule.div = 0`` takes the schedule's own default: fastai's 25, Smith's 4.
+DEFAULT_DIV = {"one_cycle": 25.0, "triangular": 4.0}
+
+
+def _div(c: dict) -> Any:
+    d = c["div"]
+    return DEFAULT_DIV[c["name"]] if _is_number(d) and d == 0 else d
+
+
+def _one_cycle(c: dict, lr: float, spe: int, total: int) -> _Schedule:
+    # η0/div → η0 over pct_start of the run, then → η0/(div·div_final); cosine both ways.
+    _check_one_cycle(c["pct_start"], _div(c), c["div_final"], "schedule.")
+    _require(total >= 2, f"one_cycle needs at least 2 steps (train.epochs × steps per epoch), "
+             f"got {total}")
+    return OneCycle(lr, total, c["pct_start"], _div(c), c["div_final"])
+
+
+def _triangular(c: dict, lr: float, spe: int, total: int) -> _Schedule:
+    # η0/div ↔ η0, linear, `cycles` times over the run.
+    _check_div(_div(c), "schedule.")
+    return Triangular(lr, total, _check_cycles(c, total), _div(c))
 
 
 def _constant(c: dict, lr: float, spe: int, total: int) -> _Schedule:
@@ -300,10 +488,15 @@ _BUILDERS = {
     "sqrt_linear": _sqrt_linear,
     "cosine": _cosine,
     "cosine_restarts": _cosine_restarts,
+    "one_cycle": _one_cycle,
+    "triangular": _triangular,
 }
 
 NAMES: tuple[str, ...] = (*_BUILDERS, "plateau")
 """The registered schedule names (``plateau`` is a float plus a callback, no schedule)."""
+
+CYCLIC: tuple[str, ...] = ("one_cycle", "triangular")
+"""The schedules that warm up by themselves and cycle the momentum (``momentum_values``)."""
 
 
 def _fields(cfg: Any) -> dict[str, Any]:
@@ -352,6 +545,10 @@ def get(cfg: Any, *, learning_rate: float, steps_per_epoch: int,
     warmup = c["warmup_epochs"]
     _require(_is_number(warmup) and 0 <= warmup < epochs,
              f"schedule.warmup_epochs must be in [0, train.epochs={epochs}), got {warmup!r}")
+    _require(warmup == 0 or c["name"] not in CYCLIC,
+             f"schedule.warmup_epochs={warmup!r} with schedule.name={c['name']!r}: a cyclical "
+             "schedule starts low by itself (one_cycle: schedule.pct_start is its warmup); "
+             "set schedule.warmup_epochs=0")
     lr, spe = float(learning_rate), int(steps_per_epoch)
     total = int(epochs) * spe
     warmup_steps = min(_steps(warmup, spe), total - 1) if warmup > 0 else 0
@@ -370,6 +567,8 @@ def callbacks(cfg: Any, *, learning_rate: float | None = None,
 
     CS231n "Neural Networks 3": reduce the learning rate when the validation loss stops
     improving. Put them after ``LearningRateLogger`` so it logs the rate each epoch used.
+    (The cyclical schedules' momentum cycle is ``recipes.callbacks.MomentumCycle`` over
+    :func:`momentum_values`, a layer above this module.)
 
     Args:
         cfg: the ``schedule`` branch, as for ``get``.
@@ -392,3 +591,48 @@ def callbacks(cfg: Any, *, learning_rate: float | None = None,
         monitor="val_loss", factor=float(c["plateau_factor"]),
         patience=int(c["plateau_patience"])))
     return out
+
+
+def momentum_values(cfg: Any, *, momentum: float, steps_per_epoch: int,
+                    epochs: int) -> Callable[[int], float] | None:
+    """Returns the momentum of each step for a cyclical schedule, or None for no cycle.
+
+    Smith & Topin 2018, "Super-convergence" (and Smith 2018, "A disciplined approach to
+    neural network hyper-parameters"): cycle the momentum opposite to the learning rate.
+    ``one_cycle`` goes from ``momentum`` down to ``schedule.momentum_low`` while the rate
+    warms up, then back up (fastai's moms=(0.95, 0.85, 0.95), same two half cosines);
+    ``triangular`` goes linearly down while the rate goes up, ``cycles`` times.
+
+    Args:
+        cfg: the ``schedule`` branch, as for ``get``.
+        momentum: the high momentum (``optimizer.momentum``, or ``beta_1`` for Adam), in
+            (``momentum_low``, 1).
+        steps_per_epoch: optimizer steps per epoch, ≥ 1.
+        epochs: the length of the run in epochs, ≥ 1.
+
+    Returns:
+        ``values(t) -> float``, the momentum for step t; None unless ``schedule.name`` is
+        cyclical and ``schedule.momentum_cycle`` is on.
+
+    Raises:
+        ValueError: ``momentum_low`` not in [0, momentum), or a bad schedule field.
+    """
+    c = _fields(cfg)
+    if c["name"] not in CYCLIC or not c["momentum_cycle"]:
+        return None
+    low = c["momentum_low"]
+    _require(_is_number(momentum) and 0 < momentum < 1,
+             f"the momentum cycle needs a high momentum in (0, 1) (optimizer.momentum, or "
+             f"beta_1 for adam), got {momentum!r}; or set schedule.momentum_cycle=False")
+    _require(_is_number(low) and 0 <= low < momentum,
+             f"schedule.momentum_low must be in [0, {momentum}) (below the optimizer's "
+             f"momentum, the top of the cycle), got {low!r}; fastai uses 0.85 under 0.95, or "
+             "set schedule.momentum_cycle=False")
+    total = int(epochs) * int(steps_per_epoch)
+    high, low = float(momentum), float(low)
+    if c["name"] == "one_cycle":
+        _check_one_cycle(c["pct_start"], _div(c), c["div_final"], "schedule.")
+        pct = float(c["pct_start"])
+        return lambda t: float(one_cycle_value(t, total, pct, high, low, high))
+    period = total / _check_cycles(c, total)
+    return lambda t: float(triangular_value(t, period, high, low))

@@ -336,3 +336,188 @@ def test_old_names_still_import():
     assert train.HistoryCSV is callbacks.HistoryCSV
     assert train.AtomicBackupAndRestore is callbacks.AtomicBackupAndRestore
     assert train.checkpoint_bytes is callbacks.checkpoint_bytes
+
+
+# -- MomentumCycle (one_cycle / triangular) and AveragedWeights (optimizer.ema) -------------
+
+from recipes.callbacks import build_callbacks  # noqa: E402
+from recipes.callbacks.optimizer import AveragedWeights, MomentumCycle  # noqa: E402
+from recipes.configs import base  # noqa: E402
+
+
+def _one_cycle(steps_per_epoch, epochs, high=0.95):
+    lr = schedules.get("one_cycle", learning_rate=LR, steps_per_epoch=steps_per_epoch,
+                       epochs=epochs)
+    values = schedules.momentum_values("one_cycle", momentum=high,
+                                       steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return lr, values
+
+
+def _rate(lr, t):
+    return float(keras.ops.convert_to_numpy(lr(keras.ops.convert_to_tensor(t, "int64"))))
+
+
+def test_momentum_cycle_changes_the_compiled_sgd_update_every_step():
+    x, y = _data()
+    lr, values = _one_cycle(1, 6)
+    model = _model(optimizers.get({"name": "momentum", "momentum": 0.95}, learning_rate=lr))
+    record = _RecordStep(x, y)
+    h = model.fit(x, y, batch_size=len(x), epochs=6, shuffle=False, verbose=0,
+                  callbacks=[MomentumCycle(values), record])
+    np.testing.assert_allclose(h.history["momentum"], [values(t) for t in range(6)], rtol=1e-6)
+    for t, (w, v, g, w_after) in enumerate(record.steps):
+        # Keras SGD with this step's momentum and learning rate: v <- m v - lr g; w += v.
+        np.testing.assert_allclose(w_after - w, values(t) * v - _rate(lr, t) * g,
+                                   rtol=1e-4, atol=1e-7)
+        if t in (1, 2, 4):  # velocity built up: another step's momentum would show
+            assert not np.allclose(w_after - w, values(t + 1) * v - _rate(lr, t) * g,
+                                   rtol=1e-4, atol=1e-7)
+    assert isinstance(model.optimizer.momentum, float)  # a float again for saving
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_momentum_cycle_per_batch_opposite_to_the_learning_rate(tmp_path, name):
+    x, y = _data()
+    lr, values = _one_cycle(4, 3)
+    model = _model(optimizers.get({"name": name, "momentum": 0.95, "beta_1": 0.95},
+                                  learning_rate=lr))
+    attr = "beta_1" if name == "adam" else "momentum"
+    seen = []
+
+    class Read(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            opt = self.model.optimizer
+            seen.append((float(getattr(opt, attr)), callbacks.learning_rate_used(opt)))
+
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[MomentumCycle(values), Read()])
+    moms, rates = np.array(seen).T
+    np.testing.assert_allclose(moms, [values(t) for t in range(12)], rtol=1e-6)
+    assert len(set(np.round(moms, 6))) > 6  # it changes within epochs, not once per epoch
+    dm, dr = np.diff(moms), np.diff(rates)
+    assert np.all(np.sign(dm[np.abs(dr) > 1e-9]) == -np.sign(dr[np.abs(dr) > 1e-9]))
+    model.save(str(tmp_path / "m.keras"))  # the optimizer config holds a float again
+    back = keras.saving.load_model(str(tmp_path / "m.keras"), safe_mode=True)
+    assert getattr(back.optimizer, attr) == pytest.approx(values(11))
+    assert len(back.optimizer.variables) == len(model.optimizer.variables)
+
+
+def test_momentum_cycle_refuses_sgd_without_velocity():
+    x, y = _data()
+    _, values = _one_cycle(4, 1)
+    model = _model(optimizers.get("sgd"))
+    with pytest.raises(ValueError, match="MomentumCycle: SGD was built with momentum 0"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[MomentumCycle(values)])
+
+
+def _ema_fit(ema, epochs=3, cbs=(), **fit):
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = _model(optimizers.get({"name": "momentum", "learning_rate": LR, "ema": ema}))
+    h = model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+                  validation_data=(x[:16], y[:16]), callbacks=list(cbs), **fit)
+    return model, h
+
+
+class _RawAtEpochEnd(keras.callbacks.Callback):
+    """The model's own (not averaged) weights and the average at each epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.raw, self.average = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        opt = self.model.optimizer
+        self.raw.append([w.numpy().copy() for w in self.model.trainable_weights])
+        self.average.append([v.numpy().copy() for v in opt._model_variables_moving_average])
+
+
+def test_ema_model_ends_with_the_averaged_weights_and_validates_on_them():
+    record = _RawAtEpochEnd()
+    model, h = _ema_fit(0.9, cbs=[record, AveragedWeights()])
+    for w, a in zip(model.trainable_weights, record.average[-1]):
+        np.testing.assert_allclose(w.numpy(), a, rtol=1e-6)
+    for w, v in zip(model.trainable_weights, model.optimizer._model_variables_moving_average):
+        np.testing.assert_allclose(w.numpy(), v.numpy(), rtol=1e-6)
+    plain, _ = _ema_fit(0.0)
+    assert not np.allclose(model.get_weights()[0], plain.get_weights()[0])
+    # val_loss is the averaged weights' loss, not the raw weights'.
+    x, y = _data()
+    assert model.evaluate(x[:16], y[:16], verbose=0) == pytest.approx(h.history["val_loss"][-1],
+                                                                      rel=1e-5)
+    model.set_weights(record.raw[-1])
+    assert model.evaluate(x[:16], y[:16], verbose=0) != pytest.approx(h.history["val_loss"][-1],
+                                                                      rel=1e-3)
+
+
+def test_ema_best_checkpoint_holds_the_validated_averaged_weights(tmp_path):
+    record = _RawAtEpochEnd()
+    best = callbacks.BestModelCheckpoint(str(tmp_path / "best.keras"), "val_loss")
+    _, h = _ema_fit(0.9, cbs=[record, AveragedWeights(), best])
+    epoch = int(np.argmin(h.history["val_loss"]))
+    saved = keras.saving.load_model(str(tmp_path / "best.keras"), safe_mode=True)
+    for w, a in zip(saved.trainable_weights, record.average[epoch]):
+        np.testing.assert_allclose(w.numpy(), a, rtol=1e-6)
+    x, y = _data()
+    assert saved.evaluate(x[:16], y[:16], verbose=0) == pytest.approx(
+        h.history["val_loss"][epoch], rel=1e-5)
+
+
+def test_ema_early_stop_still_ends_with_the_averaged_weights():
+    record = _RawAtEpochEnd()
+
+    class StopAfterFirst(keras.callbacks.Callback):  # placed after, like EarlyStopping
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    model, h = _ema_fit(0.9, epochs=3, cbs=[record, AveragedWeights(), StopAfterFirst()])
+    assert len(h.history["loss"]) == 1
+    for w, a in zip(model.trainable_weights, record.average[0]):
+        np.testing.assert_allclose(w.numpy(), a, rtol=1e-6)
+
+
+def test_build_callbacks_adds_the_average_and_the_momentum_cycle():
+    cfg = base.get_config()
+    cfg.optimizer.update(name="momentum", ema=0.99)
+    cfg.schedule.name = "one_cycle"
+    names = [type(c).__name__ for c in build_callbacks(cfg, steps_per_epoch=4)]
+    assert names == ["LearningRateLogger", "AveragedWeights", "MomentumCycle"]
+    cfg.optimizer.name = "sgd"  # no momentum to cycle
+    cfg.optimizer.ema = 0.0
+    assert [type(c).__name__ for c in build_callbacks(cfg, steps_per_epoch=4)] == [
+        "LearningRateLogger"]
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"optimizer.ema": 0.99, "optimizer.switch_to": "adam", "optimizer.switch_epoch": 1},
+     r"optimizer.ema with optimizer.switch_to"),
+    ({"schedule.name": "one_cycle", "optimizer.name": "momentum",
+      "optimizer.momentum_epochs": 2}, r"schedule.momentum_cycle with optimizer.momentum_epochs"),
+    ({"schedule.name": "one_cycle", "optimizer.name": "adam", "optimizer.beta_1": 0.8},
+     r"schedule.momentum_low must be in \[0, 0.8\)"),
+])
+def test_build_callbacks_refuses_what_would_fight(overrides, match):
+    cfg = base.get_config()
+    for path, value in overrides.items():
+        branch, field = path.split(".")
+        cfg[branch][field] = value
+    with pytest.raises(ValueError, match=match):
+        build_callbacks(cfg, steps_per_epoch=4)
+
+
+def test_ema_run_resumed_from_a_backup_trains_on_as_if_never_stopped(tmp_path):
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt("killed")
+
+    def run(backup, *extra):
+        return _ema_fit(0.9, epochs=4, cbs=[AveragedWeights(), *extra,
+                                            callbacks.AtomicBackupAndRestore(str(backup))])
+
+    whole, _ = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", Kill())
+    resumed, h = run(tmp_path / "b")
+    assert len(h.history["loss"]) == 2  # epochs 3 and 4 only
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -95,7 +95,35 @@ def test_config_dict_branch():
     ({"clipnorm": -1.0}, r"optimizer.clipnorm must be >= 0"),
     ({"name": "lbfgs"}, r"'lbfgs' is not an optimizer; use one of \['sgd', 'momentum'"),
     ({"lr": 0.1}, r"unknown field\(s\) optimizer.lr; valid fields"),
+    ({"ema": 1.0}, r"optimizer.ema must be in \[0, 1\) .* got 1.0"),
+    ({"ema": -0.5}, r"optimizer.ema must be in \[0, 1\) .* got -0.5"),
+    ({"ema": float("nan")}, r"optimizer.ema must be in \[0, 1\)"),
 ])
 def test_bad_config_raises_with_field_and_value(cfg, match):
     with pytest.raises(ValueError, match=match):
         optimizers.get(cfg)
+
+
+@pytest.mark.parametrize("name", optimizers.NAMES)
+def test_ema_maps_onto_keras_use_ema(name):
+    c = optimizers.get({"name": name, "ema": 0.99}).get_config()
+    assert (c["use_ema"], c["ema_momentum"], c["ema_overwrite_frequency"]) == (True, 0.99, None)
+    assert optimizers.get({"name": name}).get_config()["use_ema"] is False  # 0 = off
+
+
+def test_ema_fit_writes_the_average_into_the_model():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    finals = []
+    for ema in (0.9, 0.0):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizers.get({"name": "momentum", "learning_rate": 0.05, "ema": ema}),
+                      "mse")
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        finals.append(model.get_weights())
+        if ema:
+            for w, a in zip(model.trainable_weights,
+                            model.optimizer._model_variables_moving_average):
+                np.testing.assert_array_equal(w.numpy(), a.numpy())
+    assert not np.allclose(finals[0][0], finals[1][0])

@@ -1,7 +1,8 @@
 """Small single-purpose Keras callbacks (layer 3), and the one function that orders them.
 
 * ``recipes.callbacks.optimizer``: the learning rate used (``LearningRateLogger``) and
-  optimizer hyperparameters over a run (``MomentumSchedule``, ``SwitchOptimizer``).
+  optimizer hyperparameters over a run (``MomentumSchedule``, ``MomentumCycle``,
+  ``AveragedWeights``, ``SwitchOptimizer``).
 * ``recipes.callbacks.monitors``: the lecture's babysitting measurements (``ExplosionGuard``,
   ``BatchLossRecorder``, ``UpdateRatioMonitor``, ``ActivationMonitor``,
   ``FirstLayerWeights``), written into ``logs``.
@@ -30,7 +31,9 @@ from recipes.callbacks.monitors import (
     monitor_callbacks,
 )
 from recipes.callbacks.optimizer import (
+    AveragedWeights,
     LearningRateLogger,
+    MomentumCycle,
     MomentumSchedule,
     SwitchOptimizer,
     inner_optimizer,
@@ -50,10 +53,11 @@ from recipes.callbacks.writers import (
 )
 
 __all__ = [
-    "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "BatchLossRecorder",
-    "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights", "GradientNormMonitor",
-    "HistoryCSV", "LearningRateLogger", "MomentumSchedule", "ReadableProgbar", "RecordsWriter",
-    "SaveClock", "SwitchOptimizer", "UpdateRatioMonitor", "build_callbacks", "checkpoint_bytes",
-    "first_loss", "gradient_verdict", "inner_optimizer", "learning_rate_schedule",
-    "learning_rate_used", "monitor_callbacks", "readable", "save_monitor_records",
+    "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "AveragedWeights",
+    "BatchLossRecorder", "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights",
+    "GradientNormMonitor", "HistoryCSV", "LearningRateLogger", "MomentumCycle", "MomentumSchedule",
+    "ReadableProgbar", "RecordsWriter", "SaveClock", "SwitchOptimizer", "UpdateRatioMonitor",
+    "build_callbacks", "checkpoint_bytes", "first_loss", "gradient_verdict", "inner_optimizer",
+    "learning_rate_schedule", "learning_rate_used", "monitor_callbacks", "readable",
+    "save_monitor_records",
 ]

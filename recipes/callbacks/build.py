@@ -4,8 +4,10 @@ Callbacks see an epoch's ``logs`` one after another, in list order, so the order
 of the result:
 
 1. the data order (``EpochSeed``) and what the optimizer uses: ``LearningRateLogger``
-   (before ``ReduceLROnPlateau``, so that a row shows the rate its epoch ran with), the
-   crop-averaging evaluation, the schedule's callbacks, ``MomentumSchedule``,
+   (before ``ReduceLROnPlateau``, so that a row shows the rate its epoch ran with),
+   ``AveragedWeights`` (``optimizer.ema``: the averaged weights in the model from each
+   epoch's validation to the next epoch), the crop-averaging evaluation, the schedule's
+   callbacks, ``MomentumCycle`` (one_cycle, triangular), ``MomentumSchedule``,
    ``SwitchOptimizer``;
 2. the monitors, ``TerminateOnNaN`` and the caller's extra callbacks: all write into
    ``logs`` or stop the run;
@@ -27,7 +29,13 @@ import ml_collections
 
 from recipes import optimizers, schedules
 from recipes.callbacks import monitors, writers
-from recipes.callbacks.optimizer import LearningRateLogger, MomentumSchedule, SwitchOptimizer
+from recipes.callbacks.optimizer import (
+    AveragedWeights,
+    LearningRateLogger,
+    MomentumCycle,
+    MomentumSchedule,
+    SwitchOptimizer,
+)
 
 __all__ = ["build_callbacks"]
 
@@ -113,12 +121,28 @@ def _training_callbacks(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
                         epoch_seed: keras.callbacks.Callback | None,
                         tta_eval: keras.callbacks.Callback | None
                         ) -> list[keras.callbacks.Callback]:
-    """Group 1: the data order, the lr logger, the TTA evaluation and the optimizer's side."""
+    """Group 1: the data order, the lr logger, the TTA evaluation and the optimizer's side.
+
+    With ``optimizer.ema``, ``AveragedWeights`` comes before the TTA evaluation and every
+    writer, so that they see (and ``best.keras`` holds) the averaged weights.
+    """
     o = cfg.optimizer
-    cbs: list[keras.callbacks.Callback] = [cb for cb in (epoch_seed, LearningRateLogger(),
-                                                         tta_eval) if cb is not None]
+    ema = AveragedWeights() if o.get("ema", 0.0) else None
+    cbs: list[keras.callbacks.Callback] = [
+        cb for cb in (epoch_seed, LearningRateLogger(), ema, tta_eval) if cb is not None]
     cbs += schedules.callbacks(cfg.schedule, learning_rate=o.learning_rate,
                                steps_per_epoch=steps_per_epoch)
+    cycle = _momentum_cycle(cfg, steps_per_epoch)
+    if cycle is not None:
+        cbs.append(cycle)
+    if ema is not None and o.name == "model":
+        raise ValueError("optimizer.ema averages the weights of a named optimizer (Keras's "
+                         "use_ema); optimizer.name=model keeps the user's compiled optimizer "
+                         "as it is: compile it with use_ema=True, or set optimizer.ema=0")
+    if ema is not None and o.switch_to:
+        raise ValueError("optimizer.ema with optimizer.switch_to: the new optimizer would start "
+                         "a fresh weight average mid-run; set optimizer.ema=0 or "
+                         "optimizer.switch_to=''")
     if o.momentum_epochs:
         end = o.beta_1 if o.name in ("adam", "adamw") else o.momentum
         cbs.append(MomentumSchedule(o.momentum_start, end, o.momentum_epochs))
@@ -130,3 +154,26 @@ def _training_callbacks(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
         cbs.append(SwitchOptimizer(o.switch_epoch, to,
                                    learning_rate=o.switch_learning_rate or None))
     return cbs
+
+
+#: The optimizers whose momentum (or Adam's beta_1) a cyclical schedule cycles.
+_CYCLED = {"momentum": "momentum", "nesterov": "momentum", "adam": "beta_1", "adamw": "beta_1"}
+
+
+def _momentum_cycle(cfg: ml_collections.ConfigDict, steps_per_epoch: int
+                    ) -> MomentumCycle | None:
+    """one_cycle's / triangular's momentum cycle, for an optimizer with a momentum."""
+    o, name = cfg.optimizer, cfg.optimizer.name
+    if name not in _CYCLED:  # sgd, adagrad, rmsprop (momentum 0 here), the user's optimizer
+        return None
+    values = schedules.momentum_values(cfg.schedule, momentum=o[_CYCLED[name]],
+                                       steps_per_epoch=steps_per_epoch,
+                                       epochs=cfg.train.epochs)
+    if values is None:
+        return None
+    for field, value in (("momentum_epochs", o.momentum_epochs), ("switch_to", o.switch_to)):
+        if value:
+            raise ValueError(f"schedule.momentum_cycle with optimizer.{field}={value!r}: both "
+                             f"change the momentum; set schedule.momentum_cycle=False or "
+                             f"optimizer.{field} off")
+    return MomentumCycle(values)

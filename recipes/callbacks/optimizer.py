@@ -1,7 +1,8 @@
 """Optimizer-side callbacks: the learning rate used, and hyperparameters changed over a run.
 
 Sections: learning rate (``LearningRateLogger``, with :func:`learning_rate_used`), optimizer
-hyperparameters over the run (``MomentumSchedule``, ``SwitchOptimizer``). The monitors
+hyperparameters over the run (``MomentumSchedule``, ``MomentumCycle``, ``AveragedWeights``,
+``SwitchOptimizer``). The monitors
 (``recipes.callbacks.monitors``) read the learning rate through the public helpers here.
 
 Keras quirk behind the last two: an optimizer's momentum (``SGD.momentum``,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -23,8 +25,8 @@ from keras import ops
 
 from recipes import optimizers
 
-__all__ = ["LearningRateLogger", "MomentumSchedule", "SwitchOptimizer", "inner_optimizer",
-           "learning_rate_schedule", "learning_rate_used"]
+__all__ = ["AveragedWeights", "LearningRateLogger", "MomentumCycle", "MomentumSchedule",
+           "SwitchOptimizer", "inner_optimizer", "learning_rate_schedule", "learning_rate_used"]
 
 
 def inner_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
@@ -93,6 +95,25 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 # -- optimizer hyperparameters over the run ------------------------------------------------
 
+def _momentum_attr(opt: keras.optimizers.Optimizer, who: str) -> str:
+    """``"beta_1"`` (Adam, AdamW) or ``"momentum"`` (SGD, RMSprop with a velocity).
+
+    Raises:
+        ValueError: the optimizer has neither, or was built with momentum 0 (no velocity).
+    """
+    if hasattr(opt, "beta_1"):
+        return "beta_1"
+    if not hasattr(opt, "momentum"):
+        raise ValueError(f"{who}: {type(opt).__name__} has no momentum or beta_1; use sgd "
+                         "momentum/nesterov, rmsprop, adam or adamw")
+    # SGD keeps `momentums`, RMSprop `_momentums`: built only if momentum was > 0.
+    if not (getattr(opt, "momentums", None) or getattr(opt, "_momentums", None)):
+        raise ValueError(
+            f"{who}: {type(opt).__name__} was built with momentum 0, so it keeps no velocity "
+            "to schedule; use optimizer.name='momentum' or 'nesterov' (SGD with momentum > 0)")
+    return "momentum"
+
+
 class MomentumSchedule(keras.callbacks.Callback):
     """Ramps momentum (SGD, RMSprop) or ``beta_1`` (Adam, AdamW) linearly over the first epochs.
 
@@ -128,20 +149,7 @@ class MomentumSchedule(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         # SGD makes its velocity slots at build time only if momentum > 0.
         _build_optimizer(self.model)
-        opt = inner_optimizer(self.model.optimizer)
-        if hasattr(opt, "beta_1"):
-            self._attr = "beta_1"
-        elif hasattr(opt, "momentum"):
-            self._attr = "momentum"
-            # SGD keeps `momentums`, RMSprop `_momentums`: built only if momentum was > 0.
-            if not (getattr(opt, "momentums", None) or getattr(opt, "_momentums", None)):
-                raise ValueError(
-                    f"MomentumSchedule: {type(opt).__name__} was built with momentum 0, so it "
-                    "keeps no velocity to schedule; use optimizer.name='momentum' or "
-                    "'nesterov' (SGD with momentum > 0)")
-        else:
-            raise ValueError(f"MomentumSchedule: {type(opt).__name__} has no momentum or "
-                             "beta_1; use sgd momentum/nesterov, rmsprop, adam or adamw")
+        self._attr = _momentum_attr(inner_optimizer(self.model.optimizer), "MomentumSchedule")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if epoch > self.epochs:  # the ramp is over: leave the optimizer (maybe switched) alone
@@ -157,6 +165,143 @@ class MomentumSchedule(keras.callbacks.Callback):
         attr = "beta_1" if hasattr(opt, "beta_1") else "momentum"  # a SwitchOptimizer may
         if logs is not None and hasattr(opt, attr):  # have replaced the optimizer meanwhile
             logs["momentum"] = float(getattr(opt, attr))
+
+
+class _StepMomentum(keras.Variable):
+    """A momentum the traced train step reads from a variable, so it may change every step.
+
+    Keras's SGD asks ``momentum != 0`` (RMSprop ``momentum > 0``) in Python while tracing,
+    to decide whether it keeps a velocity; a variable cannot answer that, so this one
+    answers True against 0: the velocity is used whatever value the cycle takes (at 0 the
+    update is plain SGD). Any other comparison is the variable's own (a tensor).
+    """
+
+    def __ne__(self, other: Any) -> Any:
+        if isinstance(other, numbers.Real) and other == 0:
+            return True
+        return super().__ne__(other)
+
+    def __gt__(self, other: Any) -> Any:
+        if isinstance(other, numbers.Real) and other == 0:
+            return True
+        return super().__gt__(other)
+
+
+class MomentumCycle(keras.callbacks.Callback):
+    """Sets momentum (SGD) or ``beta_1`` (Adam, AdamW) before every step: ``values(t)``.
+
+    Smith & Topin 2018, "Super-convergence": cycle the momentum opposite to the learning
+    rate (``recipes.schedules.momentum_values`` gives one_cycle's and triangular's).
+    Hand-written: Keras schedules only the learning rate. Retracing the train step for every
+    new value (as ``MomentumSchedule`` does once per epoch) would cost a trace per step, so
+    during each epoch the optimizer's attribute is a variable that the traced step reads and
+    this callback assigns; at each epoch end the attribute is a float again (the last step's
+    value, also ``logs["momentum"]``), so that checkpoints save a plain optimizer config.
+    The variable is set outside the optimizer's tracking: it is no optimizer state, and
+    ``iterations`` (restored with a backup) says where in the cycle a run is.
+
+    Args:
+        values: the momentum of optimizer step t (from 0), in [0, 1).
+
+    Raises:
+        ValueError: at the start of training, an optimizer with no momentum, or SGD built
+            with momentum 0 (no velocity).
+    """
+
+    def __init__(self, values: Callable[[int], float]):
+        super().__init__()
+        if not callable(values):
+            raise ValueError(f"MomentumCycle: values must be a callable of the step, got "
+                             f"{values!r}; see recipes.schedules.momentum_values")
+        self.values = values
+        self._var: _StepMomentum | None = None
+        self._opt: keras.optimizers.Optimizer | None = None
+        self._t = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        _build_optimizer(self.model)
+        self._attr = _momentum_attr(inner_optimizer(self.model.optimizer), "MomentumCycle")
+        if self._var is None:
+            strategy = getattr(self.model, "distribute_strategy", None)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                self._var = _StepMomentum(float(self.values(0)), dtype="float32",
+                                          trainable=False, name="momentum_cycle")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._t = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        opt = inner_optimizer(self.model.optimizer)
+        if self._opt is not opt or getattr(opt, self._attr) is not self._var:
+            object.__setattr__(opt, self._attr, self._var)  # untracked: not optimizer state
+            self._opt = opt
+        self._var.assign(float(self.values(self._t)))
+        self._t += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = self._put_float_back()
+        if logs is not None and value is not None:
+            logs["momentum"] = value
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._put_float_back()
+
+    def _put_float_back(self) -> float | None:
+        if self._opt is None or getattr(self._opt, self._attr) is not self._var:
+            return None
+        value = float(ops.convert_to_numpy(self._var))
+        object.__setattr__(self._opt, self._attr, value)
+        return value
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras's ``SwapEMAWeights(swap_on_epoch=True)``, also right after an early stop or resume.
+
+    Polyak & Juditsky 1992, averaging of the iterates. With ``optimizer.ema`` the optimizer
+    keeps a moving average of the weights; this puts it into the model for each epoch's
+    validation and from each epoch's end to the next epoch's start (the raw weights wait in
+    the optimizer's average slots), so that the callbacks after it (``best.keras``, the
+    backup) see the weights that were validated. Two cases Keras leaves wrong are set right:
+
+    - a run stopped before its last epoch (``ExplosionGuard``, ``EarlyStopping``): ``fit``
+      then writes the average slots, which hold the raw weights, into the model; here the
+      averaged weights of the last epoch (a host copy taken at each epoch end) are put back
+      in ``on_train_end``;
+    - a run resumed from a backup (its first epoch > 0): the backup was written at an epoch
+      end, with the average in the model, so it is swapped back before training goes on.
+      Place it before the backup callback, as ``build_callbacks`` does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._first = True
+        self._averaged: list[Any] | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._first, self._averaged = True, None
+        self._ema_weights_in_model = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._first and epoch > 0:  # resumed: the backup holds the swapped weights
+            self._ema_weights_in_model = True
+        self._first = False
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)  # the average into the model; finalized at the end
+        last = epoch == self.params["epochs"] - 1
+        self._averaged = None if last else [ops.convert_to_numpy(v)
+                                            for v in self.model.trainable_weights]
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._averaged is None:  # the last epoch ran: Keras finalized the average
+            return
+        opt = inner_optimizer(self.model.optimizer)  # stopped early: fit wrote the raw ones
+        for v, a in zip(self.model.trainable_weights, self._averaged, strict=True):
+            v.assign(a)
+        for v, a in zip(opt._model_variables_moving_average, self._averaged, strict=True):
+            v.assign(a)
+        self._averaged = None
 
 
 class SwitchOptimizer(keras.callbacks.Callback):

@@ -72,6 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.switch_to = ""  # SwitchOptimizer: e.g. "momentum" (SGD+momentum) ...
     c.optimizer.switch_epoch = 0  # ... from this epoch on, keeping the weights ("" = off)
     c.optimizer.switch_learning_rate = 0.0  # lr after the switch (0 = keep the current one)
+    # Polyak averaging of the weights (Keras's use_ema/ema_momentum): validated and saved
+    # with the average; the EMA momentum, e.g. 0.99 or 0.999 (0 = off).
+    c.optimizer.ema = 0.0
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "constant"
@@ -79,10 +82,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.schedule.decay_rate = 0.1  # step: factor; exponential/inverse: k per epoch
     c.schedule.step_epochs = 10  # step: every N epochs
     c.schedule.epoch_decay = 0.97  # epoch_decay: factor per epoch (GoogLeNet)
-    c.schedule.cycles = 3  # cosine_restarts
+    c.schedule.cycles = 3  # cosine_restarts, triangular
     c.schedule.alpha = 0.0  # cosine: final lr as a fraction of the initial one
     c.schedule.plateau_factor = 0.5
     c.schedule.plateau_patience = 3
+    c.schedule.pct_start = 0.25  # one_cycle: fraction of the run warming up (fastai's 0.25)
+    # one_cycle: lr/div -> lr -> lr/(div*div_final); triangular: lr/div <-> lr.
+    c.schedule.div = 0.0  # 0 = the schedule's own: 25 (one_cycle, fastai), 4 (triangular, Smith)
+    c.schedule.div_final = 1e5  # one_cycle (fastai's 1e5)
+    # one_cycle/triangular: momentum (adam: beta_1) cycles opposite to the lr, from
+    # optimizer.momentum down to momentum_low and back (fastai's moms 0.95, 0.85, 0.95).
+    c.schedule.momentum_cycle = True
+    c.schedule.momentum_low = 0.85
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 30
@@ -132,7 +143,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.search = ml_collections.ConfigDict()
     c.search.space = "optimizer.learning_rate=log:1e-5:1e-1,model.l2=log:1e-6:1e-2"
-    c.search.strategy = "random"  # random | grid
+    c.search.strategy = "random"  # random | grid | hyperband
+    c.search.hyperband_factor = 3  # hyperband: epochs x factor, trials / factor per round
     c.search.stages = "20x1,10x4"  # trials x epochs per coarse-to-fine stage
     c.search.keep_top = 5  # trials whose values the next stage's ranges span
     c.search.seed = 0
