@@ -9,7 +9,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import fashion_race, machine, overhead, performance_report  # noqa: E402
+from benchmarks import (  # noqa: E402
+    babysit_cost,
+    fashion_race,
+    machine,
+    overhead,
+    performance_report,
+    search_efficiency,
+)
 from benchmarks import pipeline as pipeline_bench  # noqa: E402
 from recipes import configs, train  # noqa: E402
 
@@ -106,6 +113,40 @@ def test_pipeline_quick_writes_ratio(tmp_path):
     assert d["ratio"] == pytest.approx(rates["pipeline"] / rates["fit"], rel=0.01)
     assert d["pipeline_cores_needed"] > 0
     assert d["workload"]["augment"]["flip"] == "horizontal"
+
+
+# --- search_efficiency.py ---------------------------------------------------------------------
+
+
+def test_search_efficiency_quick_compares_three_strategies(tmp_path):
+    out = tmp_path / "search_efficiency.json"
+    search_efficiency.main(["--quick", "--out", str(out)])
+    d = _read(out)
+    names = {"random", "coarse_to_fine", "hyperband"}
+    assert d["quick"] and set(d["summary"]) == names and d["machine"]["nproc"] >= 1
+    assert {s["epochs_planned"] for s in d["strategies"].values()} == {4}  # equal budgets
+    for name in names:
+        run = d["per_seed"][0][name]
+        assert 0 < run["epochs_spent"] <= run["epochs_planned"]
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and run["search_seconds"] > 0
+        assert d["summary"][name]["test_accuracy"]["median"] == round(run["test_accuracy"], 4)
+    assert d["conclusion"] and d["command"].startswith("python benchmarks/search_efficiency.py")
+
+
+# --- babysit_cost.py ---------------------------------------------------------------------------
+
+
+def test_babysit_cost_quick_times_every_step(tmp_path):
+    out = tmp_path / "babysit_cost.json"
+    babysit_cost.main(["--quick", "--out", str(out)])
+    d = _read(out)
+    row = d["tasks"]["digits_mlp:quick"]
+    assert d["quick"] and d["machine"]["loadavg_at_start"] is not None
+    assert set(row["steps"]) == {"checks", "sanity", "overfit", "lr_range", "search", "train",
+                                 "diagnose", "repair", "report"}
+    assert 0 < sum(row["steps"].values()) <= row["total_seconds"] + 1
+    assert row["verdicts"][0] == "checks before training: PASS" and len(row["verdicts"]) == 11
+    assert 0.0 <= row["test_accuracy"] <= 1.0
 
 
 # --- fashion_race.py -------------------------------------------------------------------------
