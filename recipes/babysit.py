@@ -668,7 +668,8 @@ def _train(state: _State):
     label = "as given" if state.fit is not None else "train"
     base = repair.Attempt(label, state.cfg, aid.model, state.splits, state.workdir)
     search = state.search.get("search", {}) if state.search else None
-    repair.run_attempt(base, users_model=state.users_model, catch=False, search=search)
+    repair.run_attempt(base, users_model=state.users_model, catch=False, search=search,
+                       echo=state.echo)
     state.base = state.best = base
     state.summary = base.summary
     state.batch_losses = io.read_json(os.path.join(state.workdir, "batch_losses.json"),

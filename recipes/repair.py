@@ -29,6 +29,7 @@ import numpy as np
 from models import transform as transforms
 from recipes import causes, diagnose, io, lr_range, pipeline, preflight, tasks, train
 from recipes import data as data_lib
+from recipes.callbacks.progress import EpochETA
 from recipes.callbacks.stuck import StopWhenFlat, chance_bound
 from recipes.causes import Finding, Remedy
 
@@ -112,18 +113,23 @@ def context_of(cfg: ml_collections.ConfigDict, *, users_model: bool, train_size:
 
 
 def run_attempt(a: Attempt, *, users_model: bool, catch: bool = True,
-                search: dict | None = None) -> Attempt:
+                search: dict | None = None, echo: Callable[[str], None] | None = None
+                ) -> Attempt:
     """Trains ``a`` (test split unread) and diagnoses its curves; fills summary and findings.
 
     With ``catch``, a training run that fails on a value error (a network the checks
     flagged as broken) becomes an attempt with ``error`` set rather than an exception.
+    With ``echo``, a quiet run says how far it is every 10 s (``EpochETA``).
     """
     start = time.time()
     recorder = lr_range.BatchLossRecorder()
     flat = StopWhenFlat(int(a.config.train.epochs), chance=chance_of(a.data, a.config))
+    extra = [recorder, flat]
+    if echo is not None and not int(a.config.train.verbose):
+        extra.append(EpochETA(echo, a.label))
     try:
         a.summary = train.run(a.config, a.workdir, model=a.model, data=a.data, test=False,
-                              extra_callbacks=[recorder, flat])
+                              extra_callbacks=extra)
     except ValueError as e:
         if not catch:
             raise
@@ -360,7 +366,7 @@ def _try(state: _Loop, index: int, k: int, best: Attempt, top: Finding, remedy: 
                                     remedy.flags(), "", f"not applicable: {e}", spent))
         return None
     measuring = time.time() - start  # the lr range test's runs are training time too
-    run_attempt(cand, users_model=state.users_model)
+    run_attempt(cand, users_model=state.users_model, echo=state.echo)
     cand.seconds = round(cand.seconds + measuring, 1)
     state.spent += cand.seconds
     kept = _better(cand, best)

@@ -307,6 +307,18 @@ def test_best_checkpoint_between_ticks_keeps_the_best_epochs_weights(tmp_path):
         np.testing.assert_array_equal(a, b + 1.0)
 
 
+def test_a_quiet_run_says_how_far_it_is_every_so_often():
+    t, lines = FakeClock(), []
+    eta = callbacks.EpochETA(lines.append, "training", every_seconds=10.0, clock=t)
+    eta.set_params({"epochs": 6})
+    eta.on_train_begin()
+    for epoch, now in enumerate([4.0, 8.0, 12.0, 16.0, 24.0, 30.0]):
+        t.now = now
+        eta.on_epoch_end(epoch)
+    # 12 s after the start (epoch 3 of 6: eta 12 s), 24 s (epoch 5: eta 5 s); never at the end
+    assert [line.strip() for line in lines] == ["training: epoch 3/6, 12 s, eta 12 s",
+                                                "training: epoch 5/6, 24 s, eta 5 s"]
+
 def test_the_epoch_line_shows_what_a_person_reads():
     logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "lr": 0.1,
             "learning_rate": 0.1, "act_dead_max": 0.0, "grad_norm_ratio": 1.0,

@@ -40,7 +40,7 @@ from recipes.callbacks.optimizer import (
     learning_rate_schedule,
     learning_rate_used,
 )
-from recipes.callbacks.progress import ReadableProgbar, readable
+from recipes.callbacks.progress import EpochETA, ReadableProgbar, readable
 from recipes.callbacks.writers import (
     AtomicBackupAndRestore,
     BestModelCheckpoint,
@@ -54,7 +54,7 @@ from recipes.callbacks.writers import (
 
 __all__ = [
     "EXPLOSION_FACTOR", "ActivationMonitor", "AtomicBackupAndRestore", "AveragedWeights",
-    "BatchLossRecorder", "BestModelCheckpoint", "ExplosionGuard", "FirstLayerWeights",
+    "BatchLossRecorder", "BestModelCheckpoint", "EpochETA", "ExplosionGuard", "FirstLayerWeights",
     "GradientNormMonitor", "HistoryCSV", "LearningRateLogger", "MomentumCycle", "MomentumSchedule",
     "ReadableProgbar", "RecordsWriter", "SaveClock", "SwitchOptimizer", "UpdateRatioMonitor",
     "build_callbacks", "checkpoint_bytes", "first_loss", "gradient_verdict", "inner_optimizer",

@@ -10,12 +10,13 @@ reads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 
-__all__ = ["ReadableProgbar", "readable"]
+__all__ = ["EpochETA", "ReadableProgbar", "readable"]
 
 #: Keys the monitors and schedules write for the files, not for the console.
 HIDDEN_PREFIXES = ("act_", "grad_norm_", "update_ratio_", "exploded", "momentum")
@@ -48,3 +49,38 @@ class ReadableProgbar(keras.callbacks.ProgbarLogger):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, readable(logs))
+
+
+class EpochETA(keras.callbacks.Callback):
+    """A line now and then while a quiet run trains: the epoch, the time so far, the ETA.
+
+    For a run whose Keras output is off (babysit's steps print one line each): a user
+    waiting on a step of minutes sees it move. At most one line every ``every_seconds``,
+    none after the last epoch (the step's own line follows).
+
+    Args:
+        echo: where the line goes (``print``, babysit's echo).
+        label: what trains, e.g. ``"training"``.
+        every_seconds: the least time between two lines.
+        clock: the time source (tests pass a fake one).
+    """
+
+    def __init__(self, echo: Callable[[str], None], label: str = "training",
+                 every_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.echo, self.label, self.every, self.clock = echo, label, float(every_seconds), clock
+        self._start = self._last = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._start = self._last = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, planned = epoch + 1, int((self.params or {}).get("epochs") or 0)
+        now = self.clock()
+        if done >= planned or now - self._last < self.every:
+            return
+        self._last = now
+        elapsed = now - self._start
+        eta = elapsed / done * (planned - done)
+        self.echo(f"{'':8}{self.label}: epoch {done}/{planned}, {elapsed:.0f} s, "
+                  f"eta {eta:.0f} s")
