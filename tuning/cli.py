@@ -79,7 +79,9 @@ def _define_flags() -> None:
                              "(default without --trials: the config's search.stages).")
     absl_flags.DEFINE_integer("keep_top", None, "Top trials the next stage's ranges span "
                               "(default: search.keep_top).")
-    absl_flags.DEFINE_string("strategy", None, "random | grid (default: search.strategy).")
+    absl_flags.DEFINE_string("strategy", None, "random | grid | hyperband (default: "
+                             "search.strategy; hyperband: KerasTuner's Hyperband, max_epochs = "
+                             "a stage's EPOCHS, factor search.hyperband_factor).")
     absl_flags.DEFINE_integer("seed", None, "Sampling seed (default: search.seed).")
     absl_flags.DEFINE_string("role", None, "Distributed search: chief | worker (default: none, or "
                              "from KERASTUNER_TUNER_ID).")

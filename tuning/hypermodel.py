@@ -12,6 +12,12 @@ cost, break out early"): every trial runs under ``recipes.callbacks.ExplosionGua
 it stops is *not* a crash: it reports a finite bad score (val accuracy 0, val loss
 ``EXPLODED_LOSS``) and ``exploded=1``, so KerasTuner's consecutive-failure limit never
 ends the search because of a too-high learning rate.
+
+Hyperband (Li et al. 2018, "Hyperband"; ``keras_tuner.Hyperband``) passes ``fit`` the
+trial's ``epochs`` and ``initial_epoch`` (its ``tuner/epochs``, ``tuner/initial_epoch``); a
+trial continuing a parent's checkpoint (``tuner/trial_id``) gets its optimizer built first, so
+KerasTuner's ``load_weights`` restores the optimizer's state (step count, moments) with the
+weights, and its ``ExplosionGuard`` compares with the parent's initial loss.
 """
 
 from __future__ import annotations
@@ -55,13 +61,14 @@ class Outcome:
     reason: str = ""
     explosion_step: int = -1
     epochs_trained: float | None = None  # epochs_run, less the unfinished part of an abort
+    initial_loss: float | None = None  # the first batch's loss (a continued trial's parent's)
 
     def metrics(self) -> dict[str, float]:
         """The oracle's metrics: the objective ``val_accuracy`` first, then the facts."""
         kind = _KIND_NONE
         if self.exploded:
             kind = _KIND_NAN if self.reason.startswith("nan") else _KIND_RATIO
-        return {
+        out = {
             "val_accuracy": float(self.val_accuracy),
             "val_loss": float(self.val_loss),
             "epochs_run": float(self.epochs_run),
@@ -71,6 +78,9 @@ class Outcome:
             "exploded": kind,
             "explosion_step": float(self.explosion_step),
         }
+        if self.initial_loss is not None and math.isfinite(self.initial_loss):
+            out["initial_loss"] = float(self.initial_loss)
+        return out
 
 
 def explosion_reason(metrics: Mapping[str, float],
@@ -153,9 +163,10 @@ class ConfigHyperModel(kt.HyperModel):
         trial epochs / ``train.epochs``, so a trial sees the same decays at the same
         fraction of its run.
         """
+        values = {k: v for k, v in values.items() if not k.startswith("tuner/")}  # Hyperband's
         return space_lib.apply(self.config, {"train.epochs": self.epochs,
                                              **compressed_schedule(self.config, self.epochs),
-                                             **dict(values)})
+                                             **values})
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """Prepares the trial's run (data pipelines, compiled model) and returns its model.
@@ -174,10 +185,22 @@ class ConfigHyperModel(kt.HyperModel):
             shown = ", ".join(f"{k}={v}" for k, v in hp.values.items())
             raise kt.errors.FatalValueError(f"{e} (trial values: {shown})") from e
         self.last_config = self._prepared.config
-        return self._prepared.model
+        model = self._prepared.model
+        if "tuner/trial_id" in hp.values and model.optimizer is not None:
+            # Hyperband loads the parent's checkpoint next: a built optimizer takes its state
+            # too (an unbuilt one is skipped, with a warning, and would restart at step 0).
+            model.optimizer.build(model.trainable_variables)
+        return model
+
+    def parent_exploded(self, reason: str) -> dict[str, float]:
+        """The metrics of a Hyperband trial not run because its parent exploded (0 epochs)."""
+        self.last = Outcome(0.0, EXPLODED_LOSS, 0, 0.0, True, reason, -1, 0.0)
+        self._prepared, self._callbacks = None, []
+        return self.last.metrics()
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any,
-            callbacks: list | None = None, **kwargs: Any) -> dict[str, float]:
+            callbacks: list | None = None, epochs: int | None = None, initial_epoch: int = 0,
+            initial_loss: float | None = None, **kwargs: Any) -> dict[str, float]:
         """Trains on the prepared pipelines under ``ExplosionGuard``; returns the metrics.
 
         Args:
@@ -185,13 +208,18 @@ class ConfigHyperModel(kt.HyperModel):
             model: the model ``build`` returned.
             *args: ignored (the data come from the config).
             callbacks: KerasTuner's callbacks (checkpointing the best epoch).
+            epochs: the epoch to train up to (Hyperband's ``tuner/epochs``; None:
+                ``train.epochs``).
+            initial_epoch: the epoch to start at (Hyperband's ``tuner/initial_epoch``, > 0
+                for a trial continuing its parent's checkpoint).
+            initial_loss: a continued trial's parent's initial loss, for the 3× rule.
             **kwargs: ignored ``search`` keyword arguments.
 
         Returns:
             ``val_accuracy`` (best epoch), ``val_loss`` (same epoch), ``epochs_run``
-            (epochs started), ``epochs_trained`` (steps taken / steps per epoch),
-            ``seconds``, ``exploded`` (0, 1 = NaN/inf, 2 = loss > factor × initial) and
-            ``explosion_step``.
+            (epochs started in this fit), ``epochs_trained`` (steps taken / steps per
+            epoch), ``seconds``, ``exploded`` (0, 1 = NaN/inf, 2 = loss > factor × initial),
+            ``explosion_step`` and ``initial_loss``.
         """
         del hp, args, kwargs
         p = self._prepared
@@ -201,14 +229,20 @@ class ConfigHyperModel(kt.HyperModel):
             raise kt.errors.FatalValueError("a search needs a validation split: set "
                                             "dataset.val_size > 0")
         cfg = p.config
-        guard = monitors.ExplosionGuard(float(cfg.monitor.explosion_factor))
+        initial_epoch = int(initial_epoch or 0)
+        given = initial_loss if initial_epoch > 0 and initial_loss is not None and \
+            math.isfinite(initial_loss) and initial_loss > 0 else None
+        guard = monitors.ExplosionGuard(float(cfg.monitor.explosion_factor), initial_loss=given)
         cbs = [*self._callbacks, guard, *(callbacks or [])]
+        start_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         start = time.time()
         with _quiet_trial():
-            history = model.fit(p.train_ds, validation_data=p.val_ds, epochs=cfg.train.epochs,
-                                callbacks=cbs, verbose=0, shuffle=False).history
+            history = model.fit(p.train_ds, validation_data=p.val_ds,
+                                epochs=int(epochs or cfg.train.epochs),
+                                initial_epoch=initial_epoch, callbacks=cbs, verbose=0,
+                                shuffle=False).history
         seconds = time.time() - start
-        self.last = _outcome(history, guard, seconds, p.steps_per_epoch)
+        self.last = _outcome(history, guard, seconds, p.steps_per_epoch, start_step)
         self._prepared, self._callbacks = None, []  # nothing pins this trial's graph
         return self.last.metrics()
 
@@ -232,8 +266,12 @@ def _quiet_trial() -> Iterator[None]:
 
 
 def _outcome(history: Mapping[str, list], guard: monitors.ExplosionGuard, seconds: float,
-             steps_per_epoch: int) -> Outcome:
-    """Summarizes a trial: the best epoch's val accuracy, or an explosion."""
+             steps_per_epoch: int, start_step: int = 0) -> Outcome:
+    """Summarizes a trial: the best epoch's val accuracy, or an explosion.
+
+    ``start_step``: the optimizer's step count when the fit began (a continued Hyperband
+    trial's parent's steps), not counted as this trial's training.
+    """
     losses = [float(v) for v in history.get("loss", [])]
     accs = [float(v) for v in history.get("val_accuracy", [])]
     vlosses = [float(v) for v in history.get("val_loss", [])]
@@ -242,10 +280,11 @@ def _outcome(history: Mapping[str, list], guard: monitors.ExplosionGuard, second
         reason = guard.reason or ("nan/inf loss" if any(not math.isfinite(v) for v in losses)
                                   else "no validation result")
         step = guard.stopped_step if guard.stopped_step is not None else -1
-        trained = (step + 1) / steps_per_epoch if step >= 0 and steps_per_epoch else epochs
+        trained = (step - start_step + 1) / steps_per_epoch if step >= 0 and steps_per_epoch \
+            else epochs
         return Outcome(0.0, EXPLODED_LOSS, epochs, seconds, True, reason, int(step),
-                       round(float(trained), 4))
+                       round(float(trained), 4), guard.initial_loss)
     best = max(range(len(accs)), key=lambda i: accs[i])
     vloss = vlosses[best] if best < len(vlosses) and math.isfinite(vlosses[best]) \
         else EXPLODED_LOSS
-    return Outcome(accs[best], vloss, epochs, seconds)
+    return Outcome(accs[best], vloss, epochs, seconds, initial_loss=guard.initial_loss)

@@ -1,6 +1,6 @@
 """KerasTuner plumbing: hooked oracles and tuners, atomic state, distribution, state checks.
 
-``keras_tuner.RandomSearch`` / ``GridSearch`` as the search runs them:
+``keras_tuner.RandomSearch`` / ``GridSearch`` / ``Hyperband`` as the search runs them:
 
 * the oracle calls ``on_end(oracle, trial)`` after every ended trial (on a distributed
   search's chief, the only place that sees every trial end), and writes its state
@@ -9,6 +9,9 @@
   clears Keras' session after each trial;
 * :func:`resolve_role` and :func:`environment` set KerasTuner's chief/worker variables;
   :func:`stage_watch` ends a worker's wait on a stage the chief has already closed;
+* :func:`hyperband_plan` says how many trials and trial-epochs a Hyperband stage spends
+  (Li et al. 2018, "Hyperband"), :func:`hyperband_values` splits KerasTuner's bookkeeping
+  (``tuner/epochs``, ``tuner/trial_id``, ...) off a trial's values;
 * :func:`check_state` names a corrupt state file instead of KerasTuner's bare
   ``JSONDecodeError``; :class:`QuietStdout` drops KerasTuner's "Reloading ..." chatter.
 """
@@ -16,12 +19,16 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
+import math
 import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 import keras
@@ -29,10 +36,15 @@ import keras_tuner as kt
 
 from recipes import io
 
-__all__ = ["ROLES", "make_oracle", "make_tuner", "check_state", "resolve_role", "environment",
-           "stage_watch", "QuietStdout", "quiet_stdout"]
+__all__ = ["ROLES", "STRATEGIES", "HYPERBAND_KEYS", "HyperbandPlan", "hyperband_plan",
+           "hyperband_values", "trial_view", "make_oracle", "make_tuner", "check_state",
+           "resolve_role", "environment", "stage_watch", "QuietStdout", "quiet_stdout"]
 
 ROLES = ("none", "chief", "worker")
+STRATEGIES = ("random", "grid", "hyperband")
+#: The values KerasTuner's Hyperband adds to a trial's hyperparameters (not config paths).
+HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
+                  "tuner/trial_id")
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
@@ -91,20 +103,131 @@ class _GridOracle(_Hooked, kt.oracles.GridSearchOracle):
     pass
 
 
-def make_oracle(strategy: str, *, max_trials: int, seed: int,
-                on_end: Callable[[kt.Oracle, Any], None] | None = None) -> kt.Oracle:
-    """The hooked ``RandomSearchOracle`` (``random``) or ``GridSearchOracle`` (``grid``).
+class _HyperbandOracle(_Hooked, kt.oracles.HyperbandOracle):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperbandPlan:
+    """What one Hyperband stage runs: KerasTuner's brackets, ``iterations`` times over.
+
+    Attributes:
+        max_epochs: the longest a trial trains (the stage's EPOCHS).
+        factor: Hyperband's reduction factor (``search.hyperband_factor``).
+        iterations: whole Hyperband iterations (every bracket once each).
+        brackets: per bracket (most aggressive first, as KerasTuner runs them), per round
+            ``(trials, from_epoch, to_epoch)``; a round after the first continues the best
+            ``trials`` of the round before from their checkpoints.
+    """
+
+    max_epochs: int
+    factor: int
+    iterations: int
+    brackets: tuple[tuple[tuple[int, int, int], ...], ...]
+
+    @property
+    def trials(self) -> int:
+        """Trials the stage runs (a continued one counts again)."""
+        return self.iterations * sum(n for b in self.brackets for n, _, _ in b)
+
+    @property
+    def trial_epochs(self) -> int:
+        """Trial-epochs the stage trains at most (an aborted trial spends less)."""
+        return self.iterations * sum(n * (to - frm) for b in self.brackets for n, frm, to in b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_epochs": self.max_epochs, "factor": self.factor,
+                "iterations": self.iterations, "trials": self.trials,
+                "trial_epochs": self.trial_epochs,
+                "brackets": [[list(r) for r in b] for b in self.brackets]}
+
+
+def _brackets(max_epochs: int, factor: int) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+    """KerasTuner's ``HyperbandOracle`` arithmetic (``_get_size``, ``_get_epochs``)."""
+    count, e = 0, float(max_epochs)
+    while e >= 1:  # _get_num_brackets, min_epochs 1
+        e, count = e / factor, count + 1
+    end = math.ceil(1 + math.log(max_epochs, factor))
+
+    def epochs(b: int, r: int) -> int:
+        return math.ceil(max_epochs / factor ** (b - r))
+
+    return tuple(
+        tuple((math.ceil(end / (b + 1) * factor ** (b - r)), epochs(b, r - 1) if r else 0,
+               epochs(b, r)) for r in range(b + 1))
+        for b in reversed(range(count)))
+
+
+def hyperband_plan(trials: int, epochs: int, factor: int = 3) -> HyperbandPlan:
+    """The Hyperband run standing for a stage ``TRIALSxEPOCHS`` (Li et al. 2018, "Hyperband").
+
+    ``max_epochs`` is the stage's EPOCHS; the iterations are as many as bring the stage's
+    trial-epochs closest to the ``trials × epochs`` a random stage would spend, at least
+    one. One iteration spends ``sum over rounds of trials × (to_epoch - from_epoch)``: with
+    factor 3, 11 trial-epochs for max_epochs 3 (3 trials × 1 epoch, the best continued to 3,
+    2 × 3), 75 for max_epochs 9 (23 trials). An exploded trial spends less, so the actual
+    count (``epochs_spent``) is at most :attr:`HyperbandPlan.trial_epochs`.
 
     Args:
-        strategy: ``random`` or ``grid``.
-        max_trials: the stage's trials.
+        trials: the stage's TRIALS.
+        epochs: the stage's EPOCHS (Hyperband's ``max_epochs``).
+        factor: the reduction factor, an integer >= 2.
+
+    Raises:
+        ValueError: a factor below 2.
+    """
+    ok = isinstance(factor, int) or (isinstance(factor, float) and factor.is_integer())
+    if isinstance(factor, bool) or not ok or factor < 2:
+        raise ValueError(f"search.hyperband_factor must be an integer >= 2, got {factor!r}")
+    brackets = _brackets(int(epochs), int(factor))
+    once = HyperbandPlan(int(epochs), int(factor), 1, brackets).trial_epochs
+    iterations = max(1, math.floor(trials * epochs / once + 0.5))
+    return HyperbandPlan(int(epochs), int(factor), iterations, brackets)
+
+
+def hyperband_values(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config values, Hyperband's bookkeeping)`` of a trial's hyperparameter values."""
+    return ({k: v for k, v in values.items() if k not in HYPERBAND_KEYS},
+            {k: v for k, v in values.items() if k in HYPERBAND_KEYS})
+
+
+def trial_view(trial: Any) -> Any:
+    """``trial`` whose hyperparameter values hold only config paths (the trial if so already).
+
+    A shallow copy: metrics, status and message are the trial's own.
+    """
+    values, extra = hyperband_values(trial.hyperparameters.values)
+    if not extra:
+        return trial
+    view = copy.copy(trial)
+    view.hyperparameters = types.SimpleNamespace(values=values)
+    return view
+
+
+def make_oracle(strategy: str, *, max_trials: int, seed: int,
+                on_end: Callable[[kt.Oracle, Any], None] | None = None,
+                plan: HyperbandPlan | None = None) -> kt.Oracle:
+    """The hooked ``RandomSearchOracle``, ``GridSearchOracle`` or ``HyperbandOracle``.
+
+    Args:
+        strategy: ``random``, ``grid`` or ``hyperband``.
+        max_trials: the stage's trials (``hyperband``: ``plan.trials``).
         seed: the sampling seed.
         on_end: called as ``on_end(oracle, trial)`` after every ended trial, with the
             oracle's state already saved.
+        plan: ``hyperband``'s :func:`hyperband_plan`.
     """
-    cls = _GridOracle if strategy == "grid" else _RandomOracle
-    oracle = cls(objective=kt.Objective("val_accuracy", "max"), max_trials=max_trials,
-                 seed=seed)
+    objective = kt.Objective("val_accuracy", "max")
+    if strategy == "hyperband":
+        if plan is None:
+            raise ValueError("a hyperband oracle needs its plan (tuning.tuners.hyperband_plan)")
+        oracle = _HyperbandOracle(objective=objective, max_epochs=plan.max_epochs,
+                                  factor=plan.factor, hyperband_iterations=plan.iterations,
+                                  seed=seed)
+        oracle.max_trials = plan.trials  # the plan's count exactly: ends the stage on resume
+    else:
+        cls = _GridOracle if strategy == "grid" else _RandomOracle
+        oracle = cls(objective=objective, max_trials=max_trials, seed=seed)
     oracle.on_end = on_end
     return oracle
 
@@ -157,13 +280,44 @@ class _GridTuner(_TunerMixin, kt.GridSearch):
         kt.Tuner.__init__(self, oracle, hypermodel, **kwargs)
 
 
+class _HyperbandTuner(_TunerMixin, kt.Hyperband):
+    """``keras_tuner.Hyperband`` with the hooked ``HyperbandOracle``.
+
+    KerasTuner sets ``tuner/epochs`` and ``tuner/initial_epoch`` on every trial and passes
+    them to ``fit`` as ``epochs`` / ``initial_epoch``; a trial of a later round also names
+    ``tuner/trial_id``, whose checkpoint (weights and optimizer state) it continues from.
+    Here the continued trial also gets its parent's initial loss, so the 3× rule still
+    applies, and a trial whose parent exploded is recorded as exploded without training
+    (there is nothing sane to continue).
+    """
+
+    def __init__(self, hypermodel, *, oracle, **kwargs):
+        kt.Tuner.__init__(self, oracle, hypermodel, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        parent_id = trial.hyperparameters.values.get("tuner/trial_id")
+        if parent_id is not None:
+            parent = self.oracle.get_trial(parent_id)
+            m = parent.metrics
+            if m.exists("exploded") and m.get_last_value("exploded") > 0:
+                out = self.hypermodel.parent_exploded(f"its parent trial {parent_id} exploded")
+                trial.message = self.hypermodel.last.reason
+                return out
+            if m.exists("initial_loss"):
+                kwargs["initial_loss"] = float(m.get_last_value("initial_loss"))
+        return super().run_trial(trial, *args, **kwargs)
+
+
+_TUNERS = {"random": _RandomTuner, "grid": _GridTuner, "hyperband": _HyperbandTuner}
+
+
 def make_tuner(strategy: str, hypermodel: kt.HyperModel, *, oracle: kt.Oracle,
                directory: str, project_name: str,
                on_worker_trial: Callable[[kt.Tuner, Any], None] | None = None) -> kt.Tuner:
     """The tuner of ``strategy`` over ``oracle``, resuming the project's state if any.
 
     Args:
-        strategy: ``random`` or ``grid``.
+        strategy: ``random``, ``grid`` or ``hyperband``.
         hypermodel: a ``tuning.hypermodel.ConfigHyperModel``.
         oracle: from :func:`make_oracle`.
         directory: KerasTuner's directory (``WORKDIR/kt``).
@@ -171,9 +325,8 @@ def make_tuner(strategy: str, hypermodel: kt.HyperModel, *, oracle: kt.Oracle,
         on_worker_trial: on a distributed worker, called as ``on_worker_trial(tuner,
             trial)`` after each of its trials (the chief's oracle sees the others).
     """
-    cls = _GridTuner if strategy == "grid" else _RandomTuner
-    tuner = cls(hypermodel, oracle=oracle, directory=directory, project_name=project_name,
-                overwrite=False)
+    tuner = _TUNERS[strategy](hypermodel, oracle=oracle, directory=directory,
+                              project_name=project_name, overwrite=False)
     tuner.on_worker_trial = on_worker_trial
     return tuner
 

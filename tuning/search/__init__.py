@@ -10,6 +10,14 @@ range".
   config tree (:class:`tuning.hypermodel.ConfigHyperModel`).
 * :func:`coarse_to_fine` — several stages; between them ``tuning.narrowing.narrow`` (pure)
   fits every range around the top-k trials and shifts a range whose best sits on its edge.
+* ``strategy="hyperband"`` — each stage is ``keras_tuner.Hyperband`` (Li et al. 2018,
+  "Hyperband"): a stage ``TRIALSxEPOCHS`` runs with ``max_epochs`` = EPOCHS and
+  ``search.hyperband_factor`` (3), for the whole Hyperband iterations whose trial-epochs come
+  closest to TRIALS × EPOCHS (at least one; ``tuning.tuners.hyperband_plan``: one
+  iteration of max_epochs 3 spends 11 trial-epochs in 6 trials, of max_epochs 9, 75 in 23).
+  Trials of a later round continue their parent's checkpoint for the epochs between; each
+  trial's ``epochs_trained`` counts only its own, so ``epochs_spent`` is what the stage
+  really trained. ``stages.json`` holds the plan, each record its ``hyperband`` round.
 * :func:`search_step` — the babysitting procedure's hook, driven by ``config.search``.
 
 The command line (``python -m tuning.search``, which runs ``tuning/search/__main__.py``:
@@ -60,7 +68,7 @@ __all__ = ["search", "coarse_to_fine", "search_step", "check_space_values", "Tri
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("random", "grid")
+STRATEGIES = tuners.STRATEGIES
 #: Config fields that change the data itself: a search over them loads data per trial.
 DATA_FIELDS = ("dataset.name", "dataset.data_dir", "dataset.val_size", "dataset.seed",
                "dataset.limit")
@@ -117,10 +125,13 @@ def _checked(config: Any, space: Any, stages: Any, workdir: str, strategy: str, 
     if not workdir:
         raise ValueError("--workdir is required: give a directory for the search")
     if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy={strategy!r}: use random or grid")
+        raise ValueError(f"search.strategy (--strategy) = {strategy!r}: use "
+                         f"{', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {seed!r}")
     cfg = configs.complete(config)
+    if strategy == "hyperband":
+        tuners.hyperband_plan(1, 1, hyperband_factor(cfg))  # checks the factor
     space = space_lib.from_mapping(space, cfg)
     stages = parse_stages(stages)
     check_keep_top(keep_top)
@@ -128,6 +139,11 @@ def _checked(config: Any, space: Any, stages: Any, workdir: str, strategy: str, 
     if cfg.dataset.val_size in (0, 0.0):
         raise ValueError("a search needs a validation split: set dataset.val_size > 0")
     return cfg, space, stages
+
+
+def hyperband_factor(cfg: ml_collections.ConfigDict) -> Any:
+    """``search.hyperband_factor`` (3 where the tree lacks it)."""
+    return cfg.search.get("hyperband_factor", 3)
 
 
 # -- one search's stages -----------------------------------------------------------------------
@@ -168,11 +184,30 @@ class _Run:
         self.ended_here = 0  # trials this process finished (for on_trial_end)
         self.shown = self.workdir  # the path to print: the user's workdir
 
+    def plan(self, stage: Stage) -> tuners.HyperbandPlan | None:
+        """The Hyperband plan of ``stage`` (None for random and grid search)."""
+        if self.strategy != "hyperband":
+            return None
+        return tuners.hyperband_plan(stage.trials, stage.epochs, hyperband_factor(self.cfg))
+
     # -- per trial (oracle hook: local process or chief) --
     def _stage_records(self, oracle: kt.Oracle, index: int) -> list[dict[str, Any]]:
-        recs = [results.record(t, stage=index, config=self.cfg, explosion_factor=self.factor)
-                for t in oracle.trials.values()]
+        recs = [self._record(t, index) for t in oracle.trials.values()]
         return sorted(recs, key=lambda r: (r["number"], r["trial"]))
+
+    def _record(self, trial: Any, index: int) -> dict[str, Any]:
+        """``results.record``; a Hyperband trial's round goes to its ``hyperband`` entry."""
+        rec = results.record(tuners.trial_view(trial), stage=index, config=self.cfg,
+                             explosion_factor=self.factor)
+        _, hb = tuners.hyperband_values(trial.hyperparameters.values)
+        if hb:
+            parent = hb.get("tuner/trial_id")
+            rec["hyperband"] = {
+                "bracket": int(hb.get("tuner/bracket", 0)), "round": int(hb.get("tuner/round", 0)),
+                "from_epoch": int(hb.get("tuner/initial_epoch", 0)),
+                "to_epoch": int(hb.get("tuner/epochs", 0)),
+                "parent": None if parent is None else str(parent)}
+        return rec
 
     def on_end(self, index: int, stage: Stage, clock: dict[str, float], oracle: kt.Oracle,
                trial: Any) -> None:
@@ -204,7 +239,8 @@ class _Run:
             print(f"trial {int(trial.trial_id) + 1} / {stage.trials} failed  [{self.tuner_id}, "
                   f"stage {index}]", flush=True)
             return
-        rec = {"values": space_lib.decode(trial.hyperparameters.values, self.cfg),
+        values, _ = tuners.hyperband_values(trial.hyperparameters.values)
+        rec = {"values": space_lib.decode(values, self.cfg),
                "val_accuracy": last.val_accuracy, "number": int(trial.trial_id) + 1,
                "status": "exploded" if last.exploded else "completed", "reason": last.reason}
         print(results.line(rec, stage.trials, self.names) + f"  [{self.tuner_id}, stage "
@@ -218,8 +254,11 @@ class _Run:
                                         splits=self.splits, grid_points=points,
                                         model=self.model)
         clock = {"start": time.time(), "ended": 0}
+        plan = self.plan(stage)
+        if plan is not None:  # the trials Hyperband runs, for "(n / total)" and what is left
+            stage = Stage(plan.trials, stage.epochs)
         oracle = tuners.make_oracle(self.strategy, max_trials=stage.trials,
-                                    seed=self.seed * 1000 + index,
+                                    seed=self.seed * 1000 + index, plan=plan,
                                     on_end=lambda o, t: self.on_end(index, stage, clock, o, t))
         port = None if self.port is None else self.port + index - 1
         tuners.check_state(os.path.join(self.workdir, "kt", f"stage{index}"), index)
@@ -274,19 +313,22 @@ def _search_in(run: _Run, space: space_lib.Space, request: dict[str, Any]) -> Se
     warnings_: list[str] = []
     current = space
     for index, stage in enumerate(stages, 1):
+        plan = run.plan(stage)
         if verbose:
             over = ("the chief's ranges" if role == "worker"
                     else space_lib.to_string(current))
-            print(f"stage {index}/{len(stages)}: {stage.trials} trials x {stage.epochs} "
-                  f"epochs, {run.strategy} search over {over}", flush=True)
+            print(f"stage {index}/{len(stages)}: {_stage_text(stage, plan)}, {run.strategy} "
+                  f"search over {over}", flush=True)
         recs = run.run_stage(index, stage, current)
         if role == "worker":
             continue
         run.done += recs
-        info = {"stage": index, "trials": stage.trials, "epochs": stage.epochs,
-                "space": space_lib.to_string(current), "ranges": space_lib.describe(current),
-                "notes": [], "best": results.best_of(recs),
-                "epochs_spent": results.epochs_spent(recs)}
+        info = {"stage": index, "trials": plan.trials if plan else stage.trials,
+                "epochs": stage.epochs, "space": space_lib.to_string(current),
+                "ranges": space_lib.describe(current), "notes": [],
+                "best": results.best_of(recs), "epochs_spent": results.epochs_spent(recs)}
+        if plan is not None:
+            info["hyperband"] = plan.to_dict()
         stage_info.append(info)
         if index < len(stages):
             current, notes = narrow(current, recs, run.keep_top, run.margin)
@@ -300,6 +342,16 @@ def _search_in(run: _Run, space: space_lib.Space, request: dict[str, Any]) -> Se
     if role == "worker":
         return SearchResult(None, None, [], [], [], [], workdir)
     return _finish(run, stage_info, warnings_, current)
+
+
+def _stage_text(stage: Stage, plan: tuners.HyperbandPlan | None) -> str:
+    """``20 trials x 2 epochs``, or a Hyperband stage's plan."""
+    if plan is None:
+        return f"{stage.trials} trials x {stage.epochs} epochs"
+    shortest = min(b[0][2] for b in plan.brackets)
+    return (f"{plan.trials} trials of {shortest} to {plan.max_epochs} epochs (factor "
+            f"{plan.factor}, {plan.iterations} iteration(s), at most "
+            f"{plan.trial_epochs} trial-epochs for {stage.trials}x{stage.epochs})")
 
 
 def _warn(message: str, verbose: int) -> None:
@@ -402,8 +454,11 @@ def search(config: Any, space: Any, trials: int, epochs: int, workdir: str, *,
         trials: how many trials.
         epochs: epochs per trial.
         workdir: directory for ``trials.csv``, ``best_config.*``, plots and KerasTuner state.
-        strategy: ``random`` (``keras_tuner.RandomSearch``) or ``grid`` (``GridSearch``,
-            as many points per range as fit in ``trials``).
+        strategy: ``random`` (``keras_tuner.RandomSearch``), ``grid`` (``GridSearch``,
+            as many points per range as fit in ``trials``) or ``hyperband``
+            (``keras_tuner.Hyperband`` with ``max_epochs=epochs`` and
+            ``search.hyperband_factor``, about ``trials × epochs`` trial-epochs: see the
+            module's docstring).
         splits: already-loaded data shared by the trials (None: loaded once here).
         seed: the oracle's sampling seed.
         role: ``chief`` / ``worker`` for KerasTuner's distributed mode (None: from the
@@ -450,7 +505,8 @@ def coarse_to_fine(config: Any, space: Any, stages: Any, keep_top: int = 5, work
         stages: ``[Stage(trials, epochs), ...]`` or ``"20x2,10x8"``.
         keep_top: how many top trials the next stage's ranges span.
         workdir: the search's directory (required).
-        strategy: ``random`` or ``grid``.
+        strategy: ``random``, ``grid`` or ``hyperband`` (each stage a Hyperband run of
+            about TRIALS × EPOCHS trial-epochs, ``max_epochs`` = EPOCHS).
         splits: already-loaded data shared by all trials.
         seed: sampling seed (stage ``i`` uses ``seed * 1000 + i``).
         margin: fraction of a range for the widening and the edge test.
