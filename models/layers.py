@@ -1,4 +1,4 @@
-"""The layers Keras lacks: maxout and weight normalization.
+"""The layers Keras lacks: maxout, weight normalization and a left-right flip.
 
 * ``Maxout(units, pieces)``: Goodfellow et al. 2013, "Maxout Networks" (lecture: activation
   functions, "Maxout neuron"). A Dense layer with ``units * pieces`` outputs followed by the max
@@ -9,6 +9,9 @@
 * ``WeightNormalization(layer, data_init=False)``: Salimans & Kingma 2016, "Weight
   Normalization". Wraps a Dense or ConvND and uses ``w = g * v / ||v||`` with one ``g`` and one
   norm per output unit.
+* ``FlipLeftRight()``: mirrors NHWC images left to right, the flipped views of ten-crop
+  averaging (Krizhevsky et al. 2012, AlexNet) inside an exported model (``recipes.export``);
+  Keras's ``RandomFlip`` flips only at random and only while training.
 
 Every layer is registered under package ``babysit`` and round-trips through ``get_config``, so
 a saved ``.keras`` model reloads with ``keras.saving.load_model(path)`` in safe mode.
@@ -245,3 +248,14 @@ class WeightNormalization(keras.layers.Wrapper):
         config = dict(config)
         layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         return cls(layer, **config)
+
+
+@keras.saving.register_keras_serializable(package="babysit")
+class FlipLeftRight(keras.layers.Layer):
+    """Mirrors NHWC images left to right: the flipped views of ten-crop averaging (AlexNet)."""
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -46,14 +46,13 @@ with _native_stderr_silenced():
 
 # Every class a saved babysit model can name registers itself with Keras on import: the
 # builders' layers and initializers (Maxout, WeightNormalization, Scaled, ...), the crop
-# layer, the schedules (LinearWarmup, ...), the SVM loss, the Distiller and the exported
-# models' flip layer (recipes.export). Without these
+# layer, the schedules (LinearWarmup, ...), the SVM loss and the Distiller (an exported model's
+# flip layer is in models.layers). Without these
 # imports keras.saving.load_model on a babysit model fails ("Could not interpret
 # initializer identifier", "Could not locate class 'LinearWarmup'") unless the user happens
 # to have imported the module that defines the class.
 import models as _models  # noqa: E402, F401
 from recipes import distill as _distill  # noqa: E402, F401
-from recipes import export as _export  # noqa: E402, F401
 from recipes import losses as _losses  # noqa: E402, F401
 from recipes import pipeline as _pipeline  # noqa: E402, F401
 from recipes import schedules as _schedules  # noqa: E402, F401

@@ -429,6 +429,22 @@ def help_request(argv: list[str]) -> str | None:
     return asked
 
 
+def answer_help(argv: list[str], *, prog: str, cli_help: CliHelp) -> None:
+    """Prints ``--help`` and exits 0 when ``argv`` asks for it: a command without ``--config``.
+
+    For the commands that do not go through :func:`main_for` (``recipes.predict``,
+    ``recipes.export``); call it after the command's flags are defined.
+    """
+    global _prog, _help
+    kind = help_request(argv)
+    if kind is None:
+        return
+    _prog, _help = prog, cli_help
+    register_key_flags(["__main__"])
+    print(help_text(argv, full=kind == "full"))
+    sys.exit(0)
+
+
 def help_text(argv: list[str], *, full: bool = False) -> str:
     """The command's ``--help``: usage, example, key flags in order, config fields.
 
@@ -444,8 +460,10 @@ def help_text(argv: list[str], *, full: bool = False) -> str:
         lines += ["", *config_field_lines(argv, h.fields)]
     if full:
         lines += ["", "every flag, by module:", FLAGS.get_help()]
-    else:
+    elif "config" in FLAGS:
         lines += ["", "Every --config.FIELD: recipes/configs/base.py. Every flag: --helpfull."]
+    else:
+        lines += ["", "Every flag: --helpfull."]
     return "\n".join(lines)
 
 

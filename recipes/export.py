@@ -42,6 +42,7 @@ import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
+from models.layers import FlipLeftRight
 from recipes import cli, io, predict, preprocessing, tasks, tta
 from recipes import workdir as wd
 
@@ -51,17 +52,6 @@ INPUT_DTYPES = ("uint8", "float32")
 UINT8_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")  # recipes.data's 8-bit ones
 _CHECK_EXAMPLES = 4  # random raw inputs the exported model must agree with predict on
 _TOLERANCE = 1e-4  # largest probability difference allowed there
-
-
-@keras.saving.register_keras_serializable(package="babysit")
-class FlipLeftRight(keras.layers.Layer):
-    """Mirrors NHWC images left to right: the flipped views of ten-crop averaging (AlexNet)."""
-
-    def call(self, inputs: Any) -> Any:
-        return keras.ops.flip(inputs, axis=2)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
 
 
 def raw_dtype(run: predict.Run) -> str | None:
@@ -338,6 +328,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {name}: {path}")
 
     argv = list(sys.argv if argv is None else argv)
+    cli.answer_help(argv, prog=PROG, cli_help=cli.CliHelp(
+        "--workdir=RUN [--input_dtype=uint8|float32]",
+        "python -m recipes.export --workdir=runs/digits",
+        "Exports a finished run: RUN/export/model.keras takes raw inputs (the "
+        "preprocessing inside, as Keras layers) and RUN/export/saved_model serves them; "
+        "see docs/training.md."))
     app.run(job, argv=[PROG, *argv[1:]], flags_parser=cli.parse_flags)
 
 

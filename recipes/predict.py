@@ -436,6 +436,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {len(result['inputs'])} predictions to {f.out}")
 
     argv = list(sys.argv if argv is None else argv)
+    cli.answer_help(argv, prog=PROG, cli_help=cli.CliHelp(
+        "--workdir=RUN --input=PATH [--out=predictions.csv]",
+        "python -m recipes.predict --workdir=runs/digits --input=images/ --out=predictions.csv",
+        "Predicts with a finished run: its model, its saved preprocessing and its "
+        "test-time crops; writes one CSV row per input (the predicted class and every "
+        "class's probability); see docs/training.md."))
     app.run(job, argv=[PROG, *argv[1:]], flags_parser=cli.parse_flags)
 
 

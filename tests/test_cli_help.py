@@ -96,3 +96,16 @@ def test_every_command_has_its_help():
         h = cli.HELP[prog]
         assert h.example.startswith(f"python -m {prog} --config=")
         assert set(cli.HELP_FIELDS) <= set(h.fields)
+
+
+@pytest.mark.parametrize("module, flags", [
+    ("recipes.predict", ["--workdir:", "--input:", "--out:"]),
+    ("recipes.export", ["--workdir:", "--input_dtype:"]),
+])
+def test_predict_and_export_help_too(module, flags):
+    proc = run_cli(module, "-h")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: python -m {module} --workdir=RUN")
+    positions = [_position(proc.stdout, f"\n  {flag}") for flag in flags]
+    assert positions == sorted(positions)
+    assert "--config" not in proc.stdout and "RuntimeWarning" not in proc.stderr

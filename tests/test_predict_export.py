@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 from helpers import quick
 
+from models.layers import FlipLeftRight
 from recipes import export, predict, preprocessing, sources, train, tta
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def test_test_time_crops_predict_as_the_run_scored_them(tta_run):
     accuracy = np.mean(result["class_ids"] == np.arange(240, 300) % 3)
     assert accuracy == pytest.approx(summary["test_tta_accuracy"], abs=1e-6)
     served = export.build(predict.load_run(workdir), "uint8")
-    flipped = [layer for layer in served.layers if isinstance(layer, export.FlipLeftRight)]
+    flipped = [layer for layer in served.layers if isinstance(layer, FlipLeftRight)]
     assert len(flipped) == 5  # ten views: five crops and their mirrors
     np.testing.assert_allclose(served.predict(x, verbose=0), result["probabilities"], **TIGHT)
 
