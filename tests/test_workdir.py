@@ -23,7 +23,8 @@ from recipes import workdir as wd
 
 
 def quick(**overrides):
-    return _quick(epochs=1, **overrides)
+    # Writes after every epoch: these tests stop runs after epoch k and read what is on disk.
+    return _quick(epochs=1, **{"train.save_every_seconds": 0.0, **overrides})
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -404,8 +405,10 @@ def test_disk_full_mid_run_is_one_line_and_resumable(tiny_tmpfs):
     filler = tiny_tmpfs / "filler"
     free = io.free_bytes(str(tiny_tmpfs))
     filler.write_bytes(b"\0" * (free - (1 << 20) - (128 << 10)))  # ~120 epochs' worth
+    # Every epoch's files written as it ends (train.save_every_seconds=0): the disk fills
+    # whatever the machine's speed.
     args = ["--config=digits_mlp:quick", "--config.train.epochs=200", f"--workdir={workdir}",
-            "--verbose=0"]
+            "--verbose=0", "--config.train.save_every_seconds=0"]
     proc = run_cli("recipes.train", *args)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -108,9 +108,13 @@ def _save_clock(cfg: ml_collections.ConfigDict) -> writers.SaveClock | None:
 
     Under ``multi_worker`` every worker must back up the same epochs, so there is none.
     """
-    every = float(cfg.train.get("save_every_seconds", 0.0) or 0.0)
-    if every < 0 or not every == every:
-        raise ValueError(f"train.save_every_seconds={every}: give seconds >= 0 (0: write "
+    value = cfg.train.get("save_every_seconds", 0.0) or 0.0
+    try:
+        every = float(value)
+    except (TypeError, ValueError):
+        every = -1.0
+    if isinstance(value, bool) or every < 0 or not every == every:
+        raise ValueError(f"train.save_every_seconds={value!r}: give seconds >= 0 (0: write "
                          "after every epoch)")
     if not every or str(cfg.train.distribute) == "multi_worker":
         return None
