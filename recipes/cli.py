@@ -585,6 +585,32 @@ def main_for(fn: Callable[[Any, Any], Any], argv: list[str], *, prog: str,
     app.run(_main, argv=argv, flags_parser=parse_flags)
 
 
+def run_on_workdir(fn: Callable[[Any], Any], argv: list[str], *, prog: str,
+                   cli_help: CliHelp, required: Mapping[str, str]) -> None:
+    """Runs ``fn(FLAGS)`` for a command on a finished run (no ``--config``) under absl.
+
+    ``--help`` as :func:`answer_help`; stray arguments, an empty ``required`` flag
+    (name -> what to give), a ``ValueError`` or an ``OSError`` from ``fn`` are one line and
+    exit status 2, as :func:`main_for` does for the commands with a config.
+    """
+    answer_help(argv, prog=prog, cli_help=cli_help)
+
+    def _main(args: list[str]) -> None:
+        if len(args) > 1:
+            fail(f"unexpected arguments {args[1:]}; every option is a --flag=value", prog)
+        for name, what in required.items():
+            if not FLAGS[name].value:
+                fail(f"--{name} is required: {what}", prog)
+        try:
+            fn(FLAGS)
+        except ValueError as e:
+            fail(str(e), prog)
+        except OSError as e:
+            fail(io.describe_os_error(e), prog)
+
+    app.run(_main, argv=[prog, *argv[1:]], flags_parser=parse_flags)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     """Turns SIGTERM into KeyboardInterrupt, which ``main_for`` reports with the resume line."""
     raise KeyboardInterrupt

@@ -39,7 +39,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 
 from models.layers import FlipLeftRight
@@ -311,30 +311,20 @@ def main(argv: list[str] | None = None) -> None:
         flags.DEFINE_string("input_dtype", None, "The raw inputs' dtype, uint8 or float32 "
                             "(default: the run's data source's).")
 
-    def job(args: list[str]) -> None:
-        f = flags.FLAGS
-        if len(args) > 1:
-            cli.fail(f"unexpected arguments {args[1:]}; every option is a --flag=value", PROG)
-        if not f.workdir:
-            cli.fail("--workdir is required: the finished run's directory", PROG)
-        try:
-            paths = export(f.workdir, input_dtype=f.input_dtype,
-                           fields=("--workdir", "--input_dtype"))
-        except ValueError as e:
-            cli.fail(str(e), PROG)
-        except OSError as e:
-            cli.fail(io.describe_os_error(e), PROG)
+    def job(f: Any) -> None:
+        paths = export(f.workdir, input_dtype=f.input_dtype,
+                       fields=("--workdir", "--input_dtype"))
         for name, path in paths.items():
             print(f"wrote {name}: {path}")
 
-    argv = list(sys.argv if argv is None else argv)
-    cli.answer_help(argv, prog=PROG, cli_help=cli.CliHelp(
+    cli.run_on_workdir(job, list(sys.argv if argv is None else argv), prog=PROG,
+                       required={"workdir": "the finished run's directory"},
+                       cli_help=cli.CliHelp(
         "--workdir=RUN [--input_dtype=uint8|float32]",
         "python -m recipes.export --workdir=runs/digits",
         "Exports a finished run: RUN/export/model.keras takes raw inputs (the "
         "preprocessing inside, as Keras layers) and RUN/export/saved_model serves them; "
         "see docs/training.md."))
-    app.run(job, argv=[PROG, *argv[1:]], flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from recipes import cli, configs, io, pipeline, preprocessing, readers, sources, tasks, tta
 
@@ -416,33 +416,22 @@ def main(argv: list[str] | None = None) -> None:
         flags.DEFINE_integer("batch_size", None, "Examples per forward pass (default: the "
                              "run's train.batch_size).")
 
-    def job(args: list[str]) -> None:
-        f = flags.FLAGS
-        if len(args) > 1:
-            cli.fail(f"unexpected arguments {args[1:]}; every option is a --flag=value", PROG)
-        for name, what in (("workdir", "the finished run's directory"),
-                           ("input", "an .npz, .npy, image or folder of images")):
-            if not f[name].value:
-                cli.fail(f"--{name} is required: {what}", PROG)
-        try:
-            check_out(f.out, "--out")
-            result = predict(f.workdir, f.input, batch_size=f.batch_size,
-                             fields=("--workdir", "--input"))
-            write_csv(result, f.out)
-        except ValueError as e:
-            cli.fail(str(e), PROG)
-        except OSError as e:
-            cli.fail(io.describe_os_error(e), PROG)
+    def job(f: Any) -> None:
+        check_out(f.out, "--out")
+        result = predict(f.workdir, f.input, batch_size=f.batch_size,
+                         fields=("--workdir", "--input"))
+        write_csv(result, f.out)
         print(f"wrote {len(result['inputs'])} predictions to {f.out}")
 
-    argv = list(sys.argv if argv is None else argv)
-    cli.answer_help(argv, prog=PROG, cli_help=cli.CliHelp(
+    cli.run_on_workdir(job, list(sys.argv if argv is None else argv), prog=PROG,
+                       required={"workdir": "the finished run's directory",
+                                 "input": "an .npz, .npy, image or folder of images"},
+                       cli_help=cli.CliHelp(
         "--workdir=RUN --input=PATH [--out=predictions.csv]",
         "python -m recipes.predict --workdir=runs/digits --input=images/ --out=predictions.csv",
         "Predicts with a finished run: its model, its saved preprocessing and its "
         "test-time crops; writes one CSV row per input (the predicted class and every "
         "class's probability); see docs/training.md."))
-    app.run(job, argv=[PROG, *argv[1:]], flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

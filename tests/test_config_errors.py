@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import zipfile
@@ -364,16 +363,6 @@ def _job(cfg, flags):
         models.build(c.model, (8, 8, 1), 3)
     else:
         models.blocks.Knobs.from_config(m)
-
-
-@pytest.fixture
-def _fresh_flags():
-    handler = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, handler)  # main_for turns SIGTERM into KeyboardInterrupt
-    for name in [n for n in cli.FLAGS if n.startswith("config.")]:
-        delattr(cli.FLAGS, name)
-    cli.FLAGS.unparse_flags()
 
 
 def _main_in_process(argv):

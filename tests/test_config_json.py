@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -130,16 +129,6 @@ def test_cli_refuses_a_json_that_imports_code_and_imports_nothing(tmp_path):
 
 
 # -- in process: what the command line does after parsing, without training -------------
-
-@pytest.fixture
-def _fresh_flags():
-    handler = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, handler)  # main_for turns SIGTERM into KeyboardInterrupt
-    for name in [n for n in cli.FLAGS if n.startswith("config.")]:
-        delattr(cli.FLAGS, name)
-    cli.FLAGS.unparse_flags()
-
 
 def _main(*args):
     """``cli.main_for`` on ``args``; the job imports ``model.arch`` as a run would.
