@@ -25,8 +25,8 @@ from ml_collections import config_dict
 from models import convnet, mlp, registry, resnet
 from models.registry import is_user_arch, register, registered, unregister
 
-__all__ = ["ARCHS", "build", "default_config", "is_user_arch", "names", "register",
-           "registered", "resolve_config", "unregister"]
+__all__ = ["ARCHS", "VARIABLE_SIZE_ARCHS", "build", "default_config", "is_user_arch", "names",
+           "register", "registered", "resolve_config", "unregister"]
 
 #: The built-in architectures (``registry.BUILTIN``); ``names()`` adds the registered ones.
 ARCHS = {"mlp": mlp.build, "convnet": convnet.build, "resnet": resnet.build}
@@ -34,6 +34,9 @@ ARCHS = {"mlp": mlp.build, "convnet": convnet.build, "resnet": resnet.build}
 #: The fields each built-in reads besides the shared knobs (for the model.kwargs error).
 _OWN_FIELDS = {"mlp": ("hidden",), "convnet": ("widths", "blocks_per_stage", "head"),
                "resnet": ("depth", "width", "variant")}
+
+#: The built-ins that take images of any height and width (``build(..., variable_size=True)``).
+VARIABLE_SIZE_ARCHS = ("convnet", "resnet")
 
 
 def names() -> list[str]:
@@ -133,6 +136,8 @@ def build(
     cfg: Mapping | ml_collections.ConfigDict | None,
     input_shape: Sequence[int],
     num_classes: int,
+    *,
+    variable_size: bool = False,
 ) -> keras.Model:
     """Builds the network ``cfg`` describes: a built-in, a registered or a user's builder.
 
@@ -146,6 +151,9 @@ def build(
         input_shape: One example's shape, no batch axis: ``(H, W, C)`` images or ``(D,)``
             vectors (mlp only).
         num_classes: Number of output logits.
+        variable_size: Build the network to take images of any height and width (a
+            ``(None, None, C)`` input; ``input_shape`` still plans the layers), as progressive
+            resizing needs; only ``VARIABLE_SIZE_ARCHS`` can.
 
     Returns:
         A ``keras.Model`` mapping inputs to ``(batch, num_classes)``: the built-ins' are
@@ -162,9 +170,14 @@ def build(
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
     shape = tuple(int(d) for d in input_shape)
     arch = str(c["arch"]).strip()
+    if variable_size and arch.lower() not in VARIABLE_SIZE_ARCHS:
+        raise ValueError(f"model.arch={c['arch']!r} cannot take images of several sizes; "
+                         f"use one of {', '.join(VARIABLE_SIZE_ARCHS)}")
     if arch.lower() in ARCHS:
         if c["kwargs"]:
             raise ValueError(_kwargs_on_builtin(arch.lower(), c["kwargs"]))
+        if variable_size:
+            return ARCHS[arch.lower()](c, shape, int(num_classes), variable_size=True)
         return ARCHS[arch.lower()](c, shape, int(num_classes))
     fn = registry.resolve(arch)
     if fn is None:

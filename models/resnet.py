@@ -89,7 +89,8 @@ def _block(x, filters: int, strides: int, variant: str, k: blocks.Knobs, tag: st
     return out
 
 
-def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Model:
+def build(c: Mapping, input_shape: Sequence[int], num_classes: int, *,
+          variable_size: bool = False) -> keras.Model:
     """Builds the ResNet from a complete model config (plain dict); outputs logits.
 
     Args:
@@ -97,6 +98,9 @@ def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Mod
             knobs.
         input_shape: ``(H, W, C)``.
         num_classes: Number of logits.
+        variable_size: Take images of any height and width (``keras.Input((None, None,
+            C))``), e.g. for progressive resizing: every layer is size-agnostic (3x3 'same'
+            convolutions, global average pooling head).
 
     Returns:
         A functional ``keras.Model`` named ``resnet``.
@@ -113,7 +117,8 @@ def build(c: Mapping, input_shape: Sequence[int], num_classes: int) -> keras.Mod
     k = blocks.Knobs.from_config(c)
     n_blocks = (depth - 2) // 6
 
-    inputs = keras.Input(tuple(input_shape), name="inputs")
+    shape = (None, None, input_shape[-1]) if variable_size else tuple(input_shape)
+    inputs = keras.Input(shape, name="inputs")
     if variant in ("d", "e"):
         x = _conv(inputs, width, k, "conv_stem")  # (batch, H, W, width)
     else:

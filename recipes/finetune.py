@@ -543,6 +543,10 @@ def run(
     head_epochs, epochs, head_patience = _check_schedule(mode, head_epochs, epochs, lr_scale,
                                                          head_patience)
     splits, cfg = _transfer_config(splits_or_config, config, batch_size, learning_rate)
+    if pipeline.progressive(cfg):
+        raise ValueError(f"train.progressive_epochs={cfg.train.progressive_epochs}: "
+                         "fine-tuning trains at the pretrained network's input size; set "
+                         "train.progressive_epochs=0")
     lr = cfg.optimizer.learning_rate
     if workdir and not overwrite and os.path.exists(os.path.join(workdir, "summary.json")):
         raise ValueError(f"workdir={workdir!r} already holds a finished run (summary.json); "

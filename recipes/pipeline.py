@@ -9,6 +9,7 @@ Training::
       -> map: to_float, one-hot                                  (parallel, deterministic)
       -> map: augmentation layers, MixUp / CutMix                 (sequential, seeded)
       -> map: preprocessor.apply                                  (parallel, deterministic)
+      -> map: downscale while epoch < train.progressive_epochs    (progressive resizing)
       -> prefetch
 
 Evaluation: batch -> map: to_float, center crop to ``augment.crop_size``, preprocess, one-hot
@@ -31,6 +32,14 @@ that every call advances. Calls that run in parallel advance it in a racy order,
 seed would not give the same batches. Running that one map sequentially (the rest stay
 parallel, and `prefetch` overlaps it with training) makes runs reproducible.
 
+Progressive resizing (``train.progressive_epochs`` k, ``train.progressive_scale``; fastai's
+progressive resizing, Howard 2018 DAWNBench; Tan & Le 2021, EfficientNetV2): the first k epochs'
+batches are downscaled (bilinear, antialiased) to ``round(scale * crop)`` after the
+preprocessor, which then always sees full-size images (per-pixel statistics included). Which
+epoch a batch belongs to travels with the batch from the ``EpochSeed`` iterator that drew it,
+so a resumed run resizes exactly the epochs an uninterrupted one does; the dataset's spatial
+dims are then unknown (None), so Keras traces one train function for both sizes.
+
 Why MixUp/CutMix come before the preprocessor: CutMix pastes image patches, which means
 nothing once PCA has flattened the image; MixUp is linear, so it commutes with every
 (affine) preprocessor and its place does not matter.
@@ -46,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models import VARIABLE_SIZE_ARCHS, convnet
 from recipes import preprocessing, sources
 from recipes.preprocessing import Preprocessor
 
@@ -357,6 +367,160 @@ def steps_per_epoch(n: int, config: Any) -> int:
     return math.ceil(n / _batch_size(n, config))
 
 
+# --- progressive resizing ----------------------------------------------------------------
+
+#: The smallest side (pixels) of a low-resolution image that progressive resizing accepts.
+PROGRESSIVE_MIN_SIDE = 8
+# Preprocessors that whiten all pixels jointly (PCA flattens the image to a vector): a
+# downscale does not commute with them and their output is no image to downscale.
+_WHITENING = ("pca", "zca")
+
+
+def _progressive_fields(config: Any) -> tuple[int, float]:
+    """``train.progressive_epochs`` and ``train.progressive_scale``, checked.
+
+    Raises:
+        ValueError: epochs not an int in [0, train.epochs), a scale not in (0, 1).
+    """
+    t = config.train
+    k, scale = t.get("progressive_epochs", 0), t.get("progressive_scale", 0.5)
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"train.progressive_epochs={k!r} must be an int >= 0: the first k "
+                         "epochs train on downscaled images (0 = off).")
+    epochs = t.get("epochs", 1)
+    if k and isinstance(epochs, (int, np.integer)) and k >= epochs:
+        raise ValueError(f"train.progressive_epochs={k} must be < train.epochs={epochs}: the "
+                         "epochs after them train at full resolution; lower "
+                         "progressive_epochs or raise train.epochs.")
+    number = isinstance(scale, (int, float, np.number)) and not isinstance(
+        scale, (bool, np.bool_))
+    if not (number and 0 < scale < 1):
+        raise ValueError(f"train.progressive_scale={scale!r} must be a number in (0, 1): the "
+                         "side-length factor of the low-resolution epochs' images (e.g. 0.5).")
+    return int(k), float(scale)
+
+
+def progressive(config: Any) -> bool:
+    """Whether ``train.progressive_epochs`` > 0 asks for progressive resizing (checked)."""
+    return _progressive_fields(config)[0] > 0
+
+
+def progressive_size(config: Any, image_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The (height, width) of the first ``train.progressive_epochs`` epochs' batches.
+
+    Progressive resizing: fastai (Howard 2018, DAWNBench); Tan & Le 2021, EfficientNetV2.
+
+    Args:
+        config: The full config tree (``train.progressive_*``, ``augment.crop_size``,
+            ``dataset.preprocess``).
+        image_shape: (H, W, C) of the dataset's images, or (D,) of its vectors.
+
+    Returns:
+        ``round(scale * crop)`` per side (half up), or None when progressive resizing is off.
+
+    Raises:
+        ValueError: a field out of range, vectors, a whitening preprocessor, or a low-resolution
+            side under ``PROGRESSIVE_MIN_SIDE`` pixels; naming the field and the fix.
+    """
+    k, scale = _progressive_fields(config)
+    if not k:
+        return None
+    shape = tuple(int(d) for d in image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"train.progressive_epochs={k} downscales images, but the inputs are "
+                         f"{shape} vectors; set train.progressive_epochs=0.")
+    method = config.dataset.get("preprocess", "none")
+    if method in _WHITENING:
+        raise ValueError(f"train.progressive_epochs={k} cannot downscale whitened images: "
+                         f"dataset.preprocess={method} decorrelates all full-resolution pixels "
+                         "jointly; use dataset.preprocess=standardize (per channel), or set "
+                         "train.progressive_epochs=0.")
+    crop = _crop_hw(config, shape)
+    small = (math.floor(scale * crop[0] + 0.5), math.floor(scale * crop[1] + 0.5))
+    if min(small) < PROGRESSIVE_MIN_SIDE:
+        least = (PROGRESSIVE_MIN_SIDE - 0.5) / min(crop)
+        fix = (f"use train.progressive_scale >= {math.ceil(least * 1000) / 1000:g}"
+               if least < 1 else "these images are too small for it")
+        raise ValueError(f"train.progressive_scale={scale:g} downscales the {crop[0]}x{crop[1]} "
+                         f"crops to {small[0]}x{small[1]}; progressive resizing needs at least "
+                         f"{PROGRESSIVE_MIN_SIDE} pixels a side: {fix}, or set "
+                         "train.progressive_epochs=0.")
+    return small
+
+
+def check_progressive(config: Any, image_shape: tuple[int, ...], *,
+                      users_model: bool = False) -> None:
+    """Checks that the data, the preprocessing and the network allow progressive resizing.
+
+    Progressive resizing: fastai (Howard 2018, DAWNBench); Tan & Le 2021, EfficientNetV2.
+    The network must take images of two sizes: the built-in convnet (global_pool head) or
+    resnet, built with ``variable_size``; a user's network or the mlp cannot.
+
+    Args:
+        config: The full config tree.
+        image_shape: (H, W, C) of the dataset's images, or (D,) of its vectors.
+        users_model: The network is the user's (``prepare.ModelSource.is_users``).
+
+    Raises:
+        ValueError: any reason it cannot apply, naming the field and the fix.
+    """
+    small = progressive_size(config, image_shape)
+    if small is None:
+        return
+    k, arch = config.train.progressive_epochs, str(config.model.get("arch", "")).strip()
+    if users_model or arch.lower() not in VARIABLE_SIZE_ARCHS:
+        what = "a user's network, whose input size it fixes itself" if users_model else \
+            f"model.arch={arch}, whose Dense layers fix the input size"
+        raise ValueError(f"train.progressive_epochs={k} trains on images of two sizes, which "
+                         f"needs model.arch convnet or resnet, not {what}; set "
+                         "train.progressive_epochs=0.")
+    crop = _crop_hw(config, _image_shape(image_shape))
+    tta = config.get("evaluate", {}).get("tta", "none")
+    if tta != "none" and crop != tuple(image_shape[:2]):
+        raise ValueError(f"train.progressive_epochs={k} builds the network for any image size, "
+                         f"so evaluate.tta={tta} would crop whole images instead of the "
+                         f"augment.crop_size={crop[0]} crops it reads from the network's "
+                         "input; set augment.crop_size=0, evaluate.tta=none or "
+                         "train.progressive_epochs=0.")
+    if arch.lower() != "convnet":
+        return  # resnet: 'same' convolutions and a global-average-pooling head take any size
+    if config.model.get("head") == "flatten":
+        raise ValueError(f"train.progressive_epochs={k} with model.head=flatten: a flatten head "
+                         "fixes the input size; use model.head=global_pool.")
+    widths = config.model.get("widths", ())
+    if isinstance(widths, (list, tuple)):
+        pools = sum(convnet.pooled_stages(*crop, len(widths)))
+        if min(small) < 2**pools:
+            raise ValueError(f"train.progressive_scale={config.train.progressive_scale:g} gives "
+                             f"{small[0]}x{small[1]} images, but the convnet pools {pools} times "
+                             f"(model.widths): it needs >= {2**pools} pixels a side; raise "
+                             "train.progressive_scale or set train.progressive_epochs=0.")
+
+
+def _progressive_resize(size: tuple[int, int], epochs: int) -> Callable:
+    """``(images, targets, epoch) -> (images, targets)``: downscaled while epoch < ``epochs``.
+
+    Bilinear with antialiasing (``tf.image.resize``); ``tf.cond`` leaves the later epochs'
+    images untouched, and its two branches' sizes make the spatial dims None.
+    """
+    def resize(images: tf.Tensor, targets: tf.Tensor, epoch: tf.Tensor):
+        images = tf.cond(
+            epoch < epochs,
+            lambda: tf.image.resize(images, size, method="bilinear", antialias=True),
+            lambda: images)
+        return images, targets
+
+    return resize
+
+
+def _carrying(step: Callable) -> Callable:
+    """``step(images, targets)`` on batches that carry their epoch as a third element."""
+    def carry(images: tf.Tensor, targets: tf.Tensor, epoch: tf.Tensor):
+        return (*step(images, targets), epoch)
+
+    return carry
+
+
 # --- the pipeline ------------------------------------------------------------------------
 
 
@@ -464,6 +628,16 @@ def _block_shuffle(pairs: tf.data.Dataset, block: int, key: tf.Tensor) -> tf.dat
     return pairs.batch(block).enumerate().flat_map(permute)
 
 
+def _tagged(ds: tf.data.Dataset, epoch: tf.Tensor, tag: bool) -> tf.data.Dataset:
+    """``ds``'s elements with ``epoch`` appended to each (``tag``), or ``ds`` as it is."""
+    if not tag:
+        return ds
+    tagged = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensors(epoch).repeat()))
+    if not isinstance(ds.element_spec, tuple):
+        return tagged  # (index, epoch)
+    return tagged.map(lambda element, e: (*element, e))  # ((x, y), epoch) -> (x, y, epoch)
+
+
 class EpochSeed(keras.callbacks.Callback):
     """Keys each training epoch's shuffle order and augmentation draws by its epoch number.
 
@@ -496,10 +670,15 @@ class EpochSeed(keras.callbacks.Callback):
                     self._generators.append((generator, np.array(generator.state.numpy())))
 
     def batches(self, x: np.ndarray | sources.Images, labels: np.ndarray, batch: int, *,
-                shuffle: bool, seed: int) -> tf.data.Dataset:
-        """Batches of ``(images, labels)`` in an order that depends on (seed, epoch) only."""
+                shuffle: bool, seed: int, with_epoch: bool = False) -> tf.data.Dataset:
+        """Batches of ``(images, labels)`` in an order that depends on (seed, epoch) only.
+
+        With ``with_epoch`` each batch is ``(images, labels, epoch)``: the int64 epoch the
+        iterator that drew it was created for (progressive resizing reads it).
+        """
         if sources.is_lazy(x):
-            return self._lazy_batches(x, labels, batch, shuffle=shuffle, seed=seed)
+            return self._lazy_batches(x, labels, batch, shuffle=shuffle, seed=seed,
+                                      with_epoch=with_epoch)
         n = len(x)
         with tf.init_scope():
             x_t, y_t = tf.constant(x), tf.constant(labels)
@@ -513,16 +692,19 @@ class EpochSeed(keras.callbacks.Callback):
             if shuffle:
                 key = tf.stack([seed_t, epoch])
                 idx = tf.random.experimental.stateless_shuffle(idx, seed=key)
-            return tf.data.Dataset.from_tensor_slices(idx)
+            return _tagged(tf.data.Dataset.from_tensor_slices(idx), epoch, with_epoch)
 
         ds = tf.data.Dataset.from_tensors(0).flat_map(order).batch(batch)
         # flat_map hides the length; Keras would learn it by running out of data (and warn).
         ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch)))
-        return ds.map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)),
-                      num_parallel_calls=AUTOTUNE, deterministic=True)
+
+        def gather(i, *epoch):
+            return (tf.gather(x_t, i), tf.gather(y_t, i), *(e[0] for e in epoch))
+
+        return ds.map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def _lazy_batches(self, x: sources.Images, labels: np.ndarray, batch: int, *,
-                      shuffle: bool, seed: int) -> tf.data.Dataset:
+                      shuffle: bool, seed: int, with_epoch: bool = False) -> tf.data.Dataset:
         """`batches` of lazy ``x``, read as the epoch comes, never all in memory.
 
         Random-access ``x`` (files) is read in the index order `batches` uses for arrays;
@@ -541,11 +723,15 @@ class EpochSeed(keras.callbacks.Callback):
                 if shuffle:
                     idx = tf.random.experimental.stateless_shuffle(idx, seed=key)
                 targets = tf.data.Dataset.from_tensor_slices(tf.gather(y_t, idx))
-                return tf.data.Dataset.zip((x.dataset(order=idx), targets))
+                pairs = tf.data.Dataset.zip((x.dataset(order=idx), targets))
+                return _tagged(pairs, epoch, with_epoch)
             pairs = tf.data.Dataset.zip((x.dataset(), tf.data.Dataset.from_tensor_slices(y_t)))
-            return _block_shuffle(pairs, buffer, key) if shuffle else pairs
+            return _tagged(_block_shuffle(pairs, buffer, key) if shuffle else pairs, epoch,
+                           with_epoch)
 
         ds = tf.data.Dataset.from_tensors(0).flat_map(examples).batch(batch)
+        if with_epoch:  # one epoch per batch, not one per example
+            ds = ds.map(lambda images, targets, epoch: (images, targets, epoch[0]))
         return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch)))
 
     def set_epoch(self, epoch: int) -> None:
@@ -589,14 +775,16 @@ def make(
             ``(seed, e)`` alone, so a run resumed at epoch ``e`` sees the same data as an
             uninterrupted one; pass the same object to ``fit`` as a callback. Without it,
             ``Dataset.shuffle`` reshuffles on every iteration of this dataset object (lazy
-            ``x``: a private ``EpochSeed`` advances with every iteration).
+            ``x``, or ``train.progressive_epochs`` > 0: a private ``EpochSeed`` advances with
+            every iteration).
         label_form: ``onehot`` (float32 (B, C), the default), ``sparse`` (int32 ids (B,);
             MixUp/CutMix refused), ``binary`` (float32 (B, 1) of 0/1 ids, for one sigmoid
             output) or ``multilabel`` (float32 (B, K) of the 0/1 matrix ``y``).
 
     Returns:
         A dataset of ``(inputs float32, labels)`` batches. With the same seed two pipelines
-        yield identical batches, epoch after epoch.
+        yield identical batches, epoch after epoch (``train.progressive_epochs``: the first
+        epochs' training images downscaled, ``progressive_size``; spatial dims then None).
 
     Raises:
         ValueError: On a config field out of range or inconsistent with the data.
@@ -639,8 +827,13 @@ _PARALLEL = {"num_parallel_calls": AUTOTUNE, "deterministic": True}
 def _training_batches(x: np.ndarray | sources.Images, labels: np.ndarray, config: Any,
                       image_shape: tuple, batch: int, seed: int, epoch_seed: EpochSeed | None,
                       steps: tuple[Callable, Callable]) -> tf.data.Dataset:
-    """Shuffled batches, as floats, augmented (sequentially), then preprocessed."""
+    """Shuffled batches, as floats, augmented (sequentially), then preprocessed.
+
+    With ``train.progressive_epochs`` k, the first k epochs' batches are then downscaled
+    (`progressive_size`), by the epoch their `EpochSeed` iterator carries.
+    """
     to_float, preprocess = steps
+    small = progressive_size(config, image_shape)  # None: off (vectors: refused if on)
     if len(image_shape) == 3:
         image_layers = augmentation_layers(config, image_shape, seed)
         mix_layers = mixing_layers(config, seed)
@@ -655,21 +848,25 @@ def _training_batches(x: np.ndarray | sources.Images, labels: np.ndarray, config
             images, targets = mixed["images"], mixed["labels"]
         return images, targets
 
-    shuffle = config.train.get("shuffle", True)
+    shuffle, tag = config.train.get("shuffle", True), small is not None
     if epoch_seed is not None:
         epoch_seed.watch(image_layers + mix_layers)
-        ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed)
-    elif sources.is_lazy(x):  # no cache + shuffle(N) of everything: an epoch order instead
-        ds = EpochSeed().batches(x, labels, batch, shuffle=shuffle, seed=seed)
+        ds = epoch_seed.batches(x, labels, batch, shuffle=shuffle, seed=seed, with_epoch=tag)
+    elif sources.is_lazy(x) or tag:  # an epoch order (and progressive: the epoch number)
+        ds = EpochSeed().batches(x, labels, batch, shuffle=shuffle, seed=seed, with_epoch=tag)
     else:
         ds = tf.data.Dataset.from_tensor_slices((x, labels)).cache()
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch)
-    ds = ds.map(to_float, **_PARALLEL)
+    step = _carrying if tag else (lambda fn: fn)
+    ds = ds.map(step(to_float), **_PARALLEL)
     if image_layers or mix_layers:
-        ds = ds.map(augment, num_parallel_calls=None)  # sequential: see module docstring
-    return ds.map(preprocess, **_PARALLEL)
+        ds = ds.map(step(augment), num_parallel_calls=None)  # sequential: module docstring
+    ds = ds.map(step(preprocess), **_PARALLEL)
+    if tag:
+        ds = ds.map(_progressive_resize(small, config.train.progressive_epochs), **_PARALLEL)
+    return ds
 
 
 def _evaluation_batches(x: np.ndarray | sources.Images, labels: np.ndarray,

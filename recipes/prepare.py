@@ -106,8 +106,9 @@ class ModelSource:
         Raises:
             ValueError: the copy or the call fails, or it returns no ``keras.Model``.
         """
-        if self.kind == "config":
-            model = models.build(cfg.model, input_shape, num_classes)
+        if self.kind == "config":  # progressive resizing: a network for any image size
+            model = models.build(cfg.model, input_shape, num_classes,
+                                 variable_size=pipeline.progressive(cfg))
         elif self.kind == "model":
             try:
                 model = keras.models.clone_model(self.given)
@@ -451,6 +452,7 @@ def prepare(config: Any, *, model: Any = None, data: Any = None,
     if isinstance(data, str):  # data="folder:images": the config says where the data came from
         cfg.dataset.name = data
     _check_numbers(cfg)
+    pipeline.check_progressive(cfg, loaded.info.input_shape, users_model=source.is_users(cfg))
     keras.utils.set_random_seed(cfg.train.seed)  # Python, NumPy and TF seeds
     set_op_determinism(cfg.train.deterministic)
     run_strategy = strategy(cfg.train.distribute)

@@ -236,6 +236,7 @@ def test_helpers():
     ({"weights": "x.h5"}, "weights="),
     ({"config": {"train": {}}, "splits_or_config": {"dataset": {"name": "digits"}}},
      "config="),
+    ({"config": {"train": {"epochs": 3, "progressive_epochs": 1}}}, "progressive_epochs=1"),
 ])
 def test_bad_arguments_raise(digits, kwargs, match):
     kwargs = {"splits_or_config": digits, "head_epochs": 1, "epochs": 1, **kwargs}

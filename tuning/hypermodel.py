@@ -105,7 +105,11 @@ def explosion_reason(metrics: Mapping[str, float],
 
 
 def compressed_schedule(config: ml_collections.ConfigDict, epochs: int) -> dict[str, Any]:
-    """``schedule`` fields in absolute epochs, scaled from ``train.epochs`` to ``epochs``."""
+    """Fields in absolute epochs, scaled from ``train.epochs`` to ``epochs``.
+
+    ``schedule.step_epochs``, ``schedule.warmup_epochs`` and ``train.progressive_epochs``
+    (kept below ``epochs``: the trial's last epoch is at full resolution).
+    """
     full = float(config.train.epochs)
     if full <= 0 or epochs >= full:
         return {}
@@ -115,6 +119,9 @@ def compressed_schedule(config: ml_collections.ConfigDict, epochs: int) -> dict[
         out["schedule.step_epochs"] = max(1, round(float(config.schedule.step_epochs) * ratio))
     if float(config.schedule.warmup_epochs) > 0:
         out["schedule.warmup_epochs"] = float(config.schedule.warmup_epochs) * ratio
+    low_res = int(config.train.get("progressive_epochs", 0) or 0)
+    if low_res > 0:  # the same share of low-resolution epochs; 0 turns it off, as it must be
+        out["train.progressive_epochs"] = min(epochs - 1, round(low_res * ratio))
     return out
 
 

@@ -116,6 +116,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # long or one epoch. 0: after every epoch (Keras's BackupAndRestore default).
     c.train.save_every_seconds = 10.0
     c.train.prior_bias = True  # logits bias = ln(class priors) when classes are imbalanced
+    c.train.progressive_epochs = 0  # first k epochs at the lower resolution (0 = off)
+    c.train.progressive_scale = 0.5  # side length factor in (0, 1) of those epochs' images
 
     c.monitor = ml_collections.ConfigDict()
     c.monitor.explosion_factor = 3.0  # stop when loss > factor x initial loss (0 = off)
