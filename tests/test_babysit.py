@@ -67,6 +67,12 @@ def test_cli_runs_the_whole_procedure_on_digits_and_writes_the_report(tmp_path):
     assert "<details><summary>Exact config (JSON)</summary>" in html
     result = json.loads((workdir / "babysit.json").read_text())
     assert result["summary"]["test_accuracy"] >= 0.9
+    # The cost cuts keep every verdict: the steps pass and fail as in the committed
+    # measurement of the default digits procedure (benchmarks/babysit_cost.py).
+    verdicts = [f"{s['name']}: {({True: 'PASS', False: 'FAIL'}).get(s['passed'], '----')}"
+                for s in result["steps"]]
+    cost = json.loads(open(os.path.join(ROOT, "docs/results/babysit_cost.json")).read())
+    assert verdicts == cost["tasks"]["digits_mlp"]["verdicts"]
     assert seconds < 300  # the budget is 3 minutes on 2 free cores; CI shares them
 
 

@@ -1,5 +1,6 @@
 """tuning: narrowing (pure), coarse to fine and early abort on digits, resume, the CLI."""
 
+import gc
 import json
 import math
 import os
@@ -166,9 +167,48 @@ def c2f(tmp_path_factory):
     cfg = _digits_config()
     workdir = str(tmp_path_factory.mktemp("c2f"))
     ends = []
+
+    def heard(end):
+        ends.append(end)
+        FROZEN_AT_TRIAL_END.append(gc.get_freeze_count())
+
     res = coarse_to_fine(cfg, cfg.search.space, cfg.search.stages, keep_top=2, workdir=workdir,
-                         seed=1, verbose=0, on_trial_end=ends.append)
+                         seed=1, verbose=0, on_trial_end=heard)
     return cfg, workdir, res, ends
+
+
+FROZEN_AT_TRIAL_END: list[int] = []
+
+
+def test_trials_run_with_the_heap_frozen_and_the_search_hands_it_back(c2f):
+    _, _, res, ends = c2f
+    # every trial ended with what was alive before the search out of the collector's scans
+    assert len(FROZEN_AT_TRIAL_END) == len(ends) == len(res.trials) > 0
+    assert min(FROZEN_AT_TRIAL_END) > 100_000  # TensorFlow's and Keras's objects
+    assert gc.get_freeze_count() == 0
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self
+
+
+def test_frozen_heap_still_frees_what_the_block_makes_and_nests():
+    import weakref
+
+    assert gc.get_freeze_count() == 0
+    with tuners.frozen_heap():
+        outer = gc.get_freeze_count()
+        assert outer > 0
+        made = _Cycle()
+        ref = weakref.ref(made)
+        del made
+        gc.collect()
+        assert ref() is None  # a cycle made inside the block is collected
+        with tuners.frozen_heap():
+            assert gc.get_freeze_count() == outer  # the inner block leaves the outer freeze
+        assert gc.get_freeze_count() == outer
+    assert gc.get_freeze_count() == 0
 
 
 def test_coarse_to_fine_narrows_lr_range_around_best(c2f):

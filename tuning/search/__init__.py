@@ -423,7 +423,7 @@ def _search_locked(run: _Run, space: space_lib.Space, request: dict[str, Any],
                    overwrite: bool) -> SearchResult:
     """Runs the search holding the workdir's lock; ``overwrite`` stages it beside the old."""
     workdir = run.workdir
-    with wd.locked(workdir):
+    with wd.locked(workdir), tuners.frozen_heap():
         wd.recover(workdir)  # what a replacement killed mid-swap left behind
         request_lib.check(workdir, request, overwrite)  # it may have changed meanwhile
         if overwrite and wd.holds_files(workdir) and not request_lib.continues(workdir, request):
