@@ -21,11 +21,12 @@ Layer 4: imports the building blocks and the callbacks' checks, never a run or p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -107,8 +108,9 @@ class ModelSource:
             ValueError: the copy or the call fails, or it returns no ``keras.Model``.
         """
         if self.kind == "config":  # progressive resizing: a network for any image size
-            model = models.build(cfg.model, input_shape, num_classes,
-                                 variable_size=pipeline.progressive(cfg))
+            with policy_scope(cfg.train.get("dtype_policy", "float32")):
+                model = models.build(cfg.model, input_shape, num_classes,
+                                     variable_size=pipeline.progressive(cfg))
         elif self.kind == "model":
             try:
                 model = keras.models.clone_model(self.given)
@@ -452,6 +454,7 @@ def prepare(config: Any, *, model: Any = None, data: Any = None,
     if isinstance(data, str):  # data="folder:images": the config says where the data came from
         cfg.dataset.name = data
     _check_numbers(cfg)
+    dtype_policy(cfg.train.get("dtype_policy", "float32"))
     pipeline.check_progressive(cfg, loaded.info.input_shape, users_model=source.is_users(cfg))
     keras.utils.set_random_seed(cfg.train.seed)  # Python, NumPy and TF seeds
     set_op_determinism(cfg.train.deterministic)
@@ -671,6 +674,39 @@ def strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"train.distribute: unknown strategy {name!r}; use one of "
                      "none, mirrored, multi_worker, tpu")
+
+
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+def dtype_policy(value: Any) -> str:
+    """``train.dtype_policy``, checked: ``float32`` or ``mixed_bfloat16``.
+
+    Raises:
+        ValueError: any other value, naming the field and the choices.
+    """
+    if value in DTYPE_POLICIES:
+        return value
+    raise ValueError(f"train.dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got "
+                     f"{value!r}; mixed_bfloat16 pays only on CPUs with AVX-512 BF16 or AMX")
+
+
+@contextlib.contextmanager
+def policy_scope(value: Any) -> Iterator[None]:
+    """Builds the config's network under Keras's dtype policy ``value``, then restores it.
+
+    Mixed precision (Micikevicius et al. 2018; Keras's ``mixed_bfloat16``): layers compute
+    in bfloat16 and keep float32 weights; the built-ins' logits layer stays float32
+    (``models.blocks.logits``), so the softmax and the loss see float32 logits. bfloat16
+    has float32's range, so no loss scaling is needed. Keras has a global setter only,
+    hence this scope.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy(value))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def jit_compile(value: Any) -> bool | str:

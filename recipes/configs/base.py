@@ -108,6 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.distribute = "none"  # none | mirrored | multi_worker | tpu
     c.train.verbose = 1  # 1 = progress bar, 2 = one line per epoch, 0 = quiet
     c.train.jit_compile = "auto"
+    # float32 | mixed_bfloat16 (bf16 compute, float32 weights and logits; Micikevicius et al.
+    # 2018): faster only where the CPU has AVX-512 BF16 or AMX (docs/results/machine.json).
+    c.train.dtype_policy = "float32"
     # Keep the weights of the epoch with the best val_accuracy (Keras EarlyStopping's
     # restore_best_weights without the stop); babysit's run as given (fit=) turns it off.
     c.train.restore_best = True
