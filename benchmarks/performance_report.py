@@ -82,9 +82,29 @@ def race(d: dict[str, Any]) -> list[str]:
     lines = table(["", "contestant", "epochs", "final test acc",
                    *(f"time to {t}" for t in thresholds), "training time", "setup"], rows)
     lines += ["Time is wall-clock seconds from the start of `fit`, the per-epoch test "
-              "evaluation excluded; `d`'s last point is its ten-crop accuracy, after the "
-              "run's final evaluation. Plot: `fashion_race/race.png`.", ""]
-    return lines
+              "evaluation excluded; a recipe's last point is its ten-crop accuracy, after "
+              "the run's final evaluation. Plot: `fashion_race/race.png`.", ""]
+    return lines + race_targets(d.get("targets", {}))
+
+
+def race_targets(t: dict[str, Any]) -> list[str]:
+    """The targets read off the race's curves (``fashion_race.targets``), met or not."""
+    rows = []
+    if "fast_accuracy" in t:
+        x = t["fast_accuracy"]
+        rows.append(["c reaches 0.930", "<= 600 s", fmt(x.get("seconds_to_0.93"), ".0f", " s"),
+                     fmt(x.get("met"))])
+    if "fast_vs_cnn" in t:
+        x = t["fast_vs_cnn"]
+        rows.append([f"c reaches b's final {fmt(x.get('cnn_final_accuracy'), '.4f')} "
+                     f"(b: {fmt(x.get('cnn_seconds'), '.0f', ' s')})", "<= 0.5 of b's time",
+                     f"{fmt(x.get('fast_seconds_to_it'), '.0f', ' s')} "
+                     f"({fmt(x.get('ratio'), '.2f')} of b's)", fmt(x.get("met"))])
+    if "best_accuracy" in t:
+        x = t["best_accuracy"]
+        rows.append(["d reaches 0.945", "<= 1800 s",
+                     fmt(x.get("seconds_to_0.945"), ".0f", " s"), fmt(x.get("met"))])
+    return table(["target", "limit", "measured", "met"], rows) + [""] if rows else []
 
 
 def overhead(d: dict[str, Any]) -> list[str]:

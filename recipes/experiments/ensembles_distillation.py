@@ -9,7 +9,7 @@ and knowledge distillation (Hinton, Vinyals & Dean 2015):
 3. the ensemble of the members (mean softmax), with and without ten-crop;
 4. distillation of an ensemble into one model of the same size (Hinton et al. 2015,
    section 3, "distilling an ensemble into a single model"; Furlanello et al. 2018, born-
-   again networks): the ``fashion_fast`` recipe trained twice from scratch, once as shipped
+   again networks): the ``fashion_fast`` recipe (as measured: ``fast_recipe``) trained twice from scratch, once as shipped
    (label smoothing 0.1) and once without label smoothing, is both the student trained
    from scratch (the better of the two is the baseline) and, averaged, the teacher; a third
    copy of the same network, from the same initial weights and on the same augmented
@@ -83,6 +83,28 @@ def member_config(quick: bool) -> ml_collections.ConfigDict:
     return c
 
 
+def fast_recipe(quick: bool) -> ml_collections.ConfigDict:
+    """``fashion_fast`` as it was when this experiment's results were measured (2026-11-22).
+
+    One 3x3 conv unit per stage, random crops of the 2-pixel-padded 28x28 images, Adam on
+    a 1-epoch warmup then cosine for 12 epochs, no test-time crops (0.9217 on its own). The
+    shipped ``fashion_fast`` has since become a deeper network on one cycle with ten-crop
+    testing; the experiment keeps the network its committed numbers describe, and
+    compares whole-image predictions, which test-time crops would change.
+    """
+    c = configs.get("fashion_fast:quick" if quick else "fashion_fast")
+    c.model.blocks_per_stage = 1
+    c.augment.crop_size = 0
+    c.augment.crop_padding = 1 if quick else 2
+    c.evaluate.tta = "none"
+    c.optimizer.learning_rate = 2e-3
+    c.schedule.name = "cosine"
+    c.schedule.warmup_epochs = 0.5 if quick else 1.0  # 0.5: so a 1-epoch quick run is valid
+    if not quick:
+        c.train.epochs = 12
+    return c
+
+
 def teacher_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
     """The two from-scratch runs of ``fashion_fast`` (quick: on digits), by run name.
 
@@ -92,7 +114,7 @@ def teacher_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
     (label smoothing also changes what the logits say about the wrong classes: Müller,
     Kornblith & Hinton 2019).
     """
-    shipped = configs.get("fashion_fast:quick" if quick else "fashion_fast")
+    shipped = fast_recipe(quick)
     shipped.train.verbose = 0
     no_ls = shipped.copy_and_resolve_references()
     no_ls.loss.label_smoothing = 0.0
@@ -101,7 +123,7 @@ def teacher_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
 
 def student_config(quick: bool) -> ml_collections.ConfigDict:
     """The student: the ``fashion_fast`` network and schedule; soft targets replace smoothing."""
-    c = configs.get("fashion_fast:quick" if quick else "fashion_fast")
+    c = fast_recipe(quick)
     c.loss.label_smoothing = 0.0
     c.train.verbose = 0
     return c
