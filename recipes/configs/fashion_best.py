@@ -11,9 +11,9 @@ Model: widths (32, 64, 128), two units per stage, 2x2 max pooling after each sta
 multiply-adds per 26x26 crop.
 Command: ``python -m recipes.train --config=fashion_best --workdir=/tmp/fashion_best``
 Runtime: 56-87 s an epoch as Keras printed them (the race's test evaluation included), 66 s
-on average without it, on 2 AMD EPYC cores shared with the VM's neighbours (57 s idle); 1840 s for the 28 epochs, 1892 s with the ten crops
-(``python benchmarks/fashion_race.py``, 2026-12-05, contestant ``d`` of
-``docs/results/fashion_race/race.json``).
+on average without it, on 2 AMD EPYC cores shared with the VM's neighbours (57 s idle); 1840
+s for the 28 epochs, 1892 s with the ten crops (``python benchmarks/fashion_race.py``,
+2026-12-05, contestant ``d`` of ``docs/results/fashion_race/race.json``).
 Expected: test accuracy 0.9453 with ten crops (epoch 24's weights, the best on validation;
 0.9415 on the center crop after 28 epochs), measured there: 0.945, but 92 s after the half
 hour. Planned at the idle pace, the epochs took 16 % longer; 25 epochs fit the half hour at

@@ -20,10 +20,10 @@ trains at ~990 images/s here (54 s an epoch of 54 000), so 9 epochs and the ten-
 evaluation fit 600 s.
 Command: ``python -m recipes.train --config=fashion_fast --workdir=/tmp/fashion_fast``
 Data: ``/usr/share/datasets/fashion-mnist`` (see ``fashion_mlp``), 54 000 train / 6 000 val.
-Runtime: 56-84 s an epoch on 2 AMD EPYC cores (three of the 9 took 79-84 s with nothing
-else of ours running: the VM's neighbours), 566 s for the 9 epochs, 631 s with the final evaluation, the model's save and the ten
-crops (``python benchmarks/fashion_race.py``, 2026-12-05, contestant ``c`` of
-``docs/results/fashion_race/race.json``).
+Runtime: 56-84 s an epoch on 2 AMD EPYC cores (three of the 9 took 79-84 s with nothing else
+of ours running: the VM's neighbours), 566 s for the 9 epochs, 631 s with the final
+evaluation, the model's save and the ten crops (``python benchmarks/fashion_race.py``,
+2026-12-05, contestant ``c`` of ``docs/results/fashion_race/race.json``).
 Expected: test accuracy 0.9307 on the center crop at 508 s (epoch 8), 0.9308 after the 9
 epochs and 0.9367 with ten crops (measured there). It passes the plain Keras CNN's final
 0.903 at 241 s, 1.66x that CNN's 145 s: the cycle's first epochs are spent warming up, so

@@ -9,12 +9,12 @@ and knowledge distillation (Hinton, Vinyals & Dean 2015):
 3. the ensemble of the members (mean softmax), with and without ten-crop;
 4. distillation of an ensemble into one model of the same size (Hinton et al. 2015,
    section 3, "distilling an ensemble into a single model"; Furlanello et al. 2018, born-
-   again networks): the ``fashion_fast`` recipe (as measured: ``fast_recipe``) trained twice from scratch, once as shipped
-   (label smoothing 0.1) and once without label smoothing, is both the student trained
-   from scratch (the better of the two is the baseline) and, averaged, the teacher; a third
-   copy of the same network, from the same initial weights and on the same augmented
-   batches and schedule, is trained on their softened mean (temperature T, weight alpha on
-   the hard labels).
+   again networks): the ``fashion_fast`` recipe (as measured: ``fast_recipe``) trained twice
+   from scratch, once as shipped (label smoothing 0.1) and once without label smoothing, is
+   both the student trained from scratch (the better of the two is the baseline) and,
+   averaged, the teacher; a third copy of the same network, from the same initial weights
+   and on the same augmented batches and schedule, is trained on their softened mean
+   (temperature T, weight alpha on the hard labels).
 
 Why not a smaller student? Measured here on Fashion-MNIST (session notes, issue 4): every
 student with fewer parameters than its teacher ended *below* its from-scratch twin, e.g.
