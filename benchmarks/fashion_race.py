@@ -27,12 +27,14 @@ Command: ``python benchmarks/fashion_race.py [--quick] [--only=a,b,c,d] [--out D
 ``race.json`` and ``race.png`` into ``--out`` (default ``docs/results/fashion_race/``;
 ``--quick``: ``docs/results/fashion_race_quick/``). ``--only`` reruns some contestants
 and keeps the others' results from an existing ``race.json`` of the same mode.
-``--quick``: 600 digits, tiny nets, 2 epochs each, < 60 s.
+``--quick``: 600 digits, tiny nets, 2 epochs each, < 60 s. ``--set=c.train.epochs=6``
+(repeatable) changes a recipe contestant's config; the run records it (``overrides``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import tempfile
@@ -149,10 +151,45 @@ def run_newcomer(letter: str, splits: data.Splits, epochs: int, quick: bool) -> 
             "total_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def run_recipe(name: str, quick: bool, workdir: str) -> dict[str, Any]:
-    """Trains a built-in recipe with ``recipes.train.run``, the test curve added."""
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["c.train.epochs=6", ...]`` -> ``{"c": {"train.epochs": 6}}``, checked on the recipe.
+
+    Values are Python literals (``3``, ``0.5``, ``(32, 64)``, ``'global_pool'``) or plain
+    strings (``global_pool``).
+
+    Raises:
+        ValueError: a letter that is no recipe contestant, or a field its config lacks.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        letter, _, rest = item.partition(".")
+        path, eq, text = rest.partition("=")
+        if letter not in ("c", "d") or not eq or path.count(".") != 1:
+            raise ValueError(f"--set={item!r}: use LETTER.branch.field=VALUE with LETTER c or d, "
+                             "e.g. --set=c.train.progressive_epochs=3")
+        branch, field = path.split(".")
+        cfg = configs.get(CONTESTANTS[letter][0])
+        if branch not in cfg or not hasattr(cfg[branch], "keys") or field not in cfg[branch]:
+            raise ValueError(f"--set={item!r}: {CONTESTANTS[letter][0]} has no field {path}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        out.setdefault(letter, {})[path] = value
+    return out
+
+
+def run_recipe(name: str, quick: bool, workdir: str,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains a built-in recipe with ``recipes.train.run``, the test curve added.
+
+    ``overrides``: ``{"branch.field": value}`` set on the recipe's config (``--set``).
+    """
     t0 = time.perf_counter()
     cfg = configs.get(f"{name}:quick" if quick else name)
+    for path, value in (overrides or {}).items():
+        branch, field = path.split(".")
+        cfg[branch][field] = value
     cfg.train.verbose = 0 if quick else 2
     splits = data.load(cfg.dataset.name, val_size=cfg.dataset.val_size, seed=cfg.dataset.seed,
                        limit=cfg.dataset.limit)
@@ -176,7 +213,9 @@ def run_recipe(name: str, quick: bool, workdir: str) -> dict[str, Any]:
             "curve": points, "final_test_accuracy": round(final, 4),
             "center_test_accuracy": round(summary["test_accuracy"], 4),
             "config": f"{name}:quick" if quick else name,
-            "command": f"python -m recipes.train --config={name} --workdir=DIR",
+            "command": f"python -m recipes.train --config={name} --workdir=DIR"
+                       + "".join(f" --config.{k}={v!r}" for k, v in (overrides or {}).items()),
+            "overrides": dict(overrides or {}),
             "setup_seconds": round(curve.start - t0, 2),
             "eval_seconds_excluded": round(curve.excluded, 2),
             "total_seconds": round(time.perf_counter() - t0, 2)}
@@ -252,9 +291,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", default="a,b,c,d", help="comma list of contestants to run")
     p.add_argument("--out", default="", help="output directory")
     p.add_argument("--workdir", default="", help="keep the recipes' run directories here")
+    p.add_argument("--set", action="append", default=[], dest="sets",
+                   help="LETTER.branch.field=VALUE: change a recipe contestant's config "
+                        "(c or d; repeatable), e.g. --set=c.train.progressive_epochs=3")
     args = p.parse_args(argv)
     try:
         letters = parse_only(args.only)
+        sets = parse_sets(args.sets)
     except ValueError as e:
         cli.fail(str(e), prog="fashion_race.py")
     out = args.out or os.path.join(
@@ -272,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for letter in letters:
             name, label = CONTESTANTS[letter]
+            if sets.get(letter):
+                label += " with " + ", ".join(f"{k}={v}" for k, v in sets[letter].items())
             print(f"[{letter}] {label} ...", flush=True)
             if letter in "ab":
                 if newcomer_splits is None:
@@ -279,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 limit=600 if args.quick else 0)
                 r = run_newcomer(letter, newcomer_splits, 2 if args.quick else 10, args.quick)
             else:
-                r = run_recipe(name, args.quick, args.workdir or tmp)
+                r = run_recipe(name, args.quick, args.workdir or tmp, sets.get(letter))
             r["seconds_to"] = {f"{t:g}": seconds_to(r["curve"], t) for t in THRESHOLDS}
             r["final_seconds"] = r["curve"][-1]["seconds"]
             runs[letter] = {"name": name, "label": label, "date": machine.now(), **r}

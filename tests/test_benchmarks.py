@@ -207,6 +207,22 @@ def test_race_targets_are_read_off_the_curves():
     assert set(fashion_race.targets({"c": runs["c"]})) == {"fast_accuracy"}
 
 
+def test_race_set_changes_a_recipe_and_records_it(tmp_path, capsys):
+    assert fashion_race.parse_sets(["c.train.epochs=3", "d.model.head=global_pool"]) == {
+        "c": {"train.epochs": 3}, "d": {"model.head": "global_pool"}}
+    for bad in ("a.train.epochs=3", "c.train.nope=1", "c.epochs=3", "c.train.epochs"):
+        with pytest.raises(ValueError, match="--set"):
+            fashion_race.parse_sets([bad])
+    fashion_race.main(["--quick", "--out", str(tmp_path), "--only=c", "--set=c.train.epochs=1"])
+    r = _read(tmp_path / "race.json")["runs"]["c"]
+    assert r["epochs"] == 1 and r["overrides"] == {"train.epochs": 1}
+    assert r["command"].endswith("--config.train.epochs=1") and r["label"].endswith(
+        "with train.epochs=1")
+    with pytest.raises(SystemExit) as e:
+        fashion_race.main(["--quick", "--out", str(tmp_path), "--set=b.train.epochs=1"])
+    assert e.value.code == 2 and "--set" in capsys.readouterr().err
+
+
 def test_race_rejects_unknown_contestant(capsys):
     with pytest.raises(SystemExit) as e:
         fashion_race.main(["--quick", "--only=a,z"])
