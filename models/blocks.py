@@ -218,12 +218,15 @@ def unit(x, units: int, k: Knobs, tag: str, *, kernel_size: int = 0, strides: in
 def logits(x, num_classes: int, k: Knobs):
     """The classifier: a plain Dense, regularized and constrained, never normalized.
 
-    Always float32, also under a mixed dtype policy (Keras's mixed-precision guide: the
-    outputs feeding the softmax and the loss stay in float32).
+    Under a mixed dtype policy it computes in its variables' dtype, float32 (Keras's
+    mixed-precision guide: the outputs feeding the softmax and the loss stay in float32);
+    under any other policy (float64 for the gradient check) it follows the policy.
     """
+    policy = keras.config.dtype_policy()
+    mixed = policy.compute_dtype != policy.variable_dtype
     return keras.layers.Dense(
         num_classes,
-        dtype="float32",
+        dtype=policy.variable_dtype if mixed else None,
         kernel_initializer=initializers.Scaled(kernel_initializer(k), k.head_init_scale),
         kernel_regularizer=_regularizer(k),
         kernel_constraint=_constraint(k, 2),

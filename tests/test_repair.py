@@ -159,7 +159,7 @@ def test_search_trials_see_the_final_schedule_compressed_to_their_length():
     assert (trial.train.epochs, trial.schedule.step_epochs) == (3, 1)
     assert trial.schedule.warmup_epochs == pytest.approx(0.3)
     assert hypermodel.compressed_schedule(cfg, 30) == {}
-    cfg.train.progressive_epochs = 4  # 4 of 10 low-resolution epochs: 1 of 3, none of 1
+    cfg.train.progressive_epochs = 12  # 12 of 30 low-resolution epochs: 1 of 3, none of 1
     assert hypermodel.compressed_schedule(cfg, 3)["train.progressive_epochs"] == 1
     assert hypermodel.compressed_schedule(cfg, 1)["train.progressive_epochs"] == 0
 
