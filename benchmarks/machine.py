@@ -19,7 +19,7 @@ so every variant's epoch e is timed within seconds of the others':
 * ``spe8``: ``compile(steps_per_execution=8)``; ``recipes.train`` has no field for it, so
   the model is recompiled here as ``prepare`` compiles it;
 * ``batch256``, ``batch512``: ``train.batch_size`` (same learning rate; speed only);
-* ``bf16``: the ``mixed_bfloat16`` dtype policy, when ``lscpu`` lists ``avx512_bf16`` or
+* ``bf16``: ``train.dtype_policy=mixed_bfloat16``, when ``lscpu`` lists ``avx512_bf16`` or
   ``amx_bf16`` (AMX tiles on Sapphire Rapids and later).
 
 Threads: ``tf.config.threading`` can be set only before TensorFlow starts, so each thread
@@ -216,14 +216,10 @@ def build_variant(cfg: Any, splits: data.Splits, batch: int, jit: Any, spe: int,
     """The recipe's model and input under one variant's settings."""
     c = cfg.copy_and_resolve_references()
     c.train.batch_size = batch
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        p = train.prepare(c, splits=splits)
-        if jit != "auto" or spe != 1:
-            compile_like_train(p, jit_compile=jit, steps_per_execution=spe)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    c.train.dtype_policy = policy  # prepare builds the network under it (logits in float32)
+    p = train.prepare(c, splits=splits)
+    if jit != "auto" or spe != 1:
+        compile_like_train(p, jit_compile=jit, steps_per_execution=spe)
     return p
 
 
