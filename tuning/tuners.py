@@ -511,10 +511,11 @@ def quiet_stdout() -> contextlib.AbstractContextManager:
 def frozen_heap() -> Iterator[None]:
     """Keeps the objects alive at the start out of every garbage collection in the block.
 
-    Every trial ends in full collections (KerasTuner's ``clear_session`` and ``gc.collect``
-    before each build, ours after each trial): with TensorFlow and Keras loaded each scans
-    ~420 000 objects, 0.2 s on 2 AMD EPYC cores, 0.7 s a trial, a third of a digits
-    search (``benchmarks/babysit_cost.py``). ``gc.freeze`` (CPython 3.7+, made for exactly
+    Every trial came with three full collections (KerasTuner's ``clear_session`` and
+    ``gc.collect`` before each build, and one after each trial, now dropped): with
+    TensorFlow and Keras loaded each scans ~420 000 objects, 0.21 s on 2 AMD EPYC cores
+    (another job running), a third of a digits search under cProfile; the search fell from
+    55 to 37 s (``benchmarks/babysit_cost.py``). ``gc.freeze`` (CPython 3.7+, made for exactly
     this) moves what is alive now to a permanent generation the collector skips, so the
     per-trial collections scan only what the trials made and still free it; the objects
     are handed back to the collector (``gc.unfreeze``) when the block ends. A block inside
