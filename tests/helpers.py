@@ -1,6 +1,8 @@
-"""Small helpers several test files share: a quiet quick config, a workdir's files."""
+"""Small helpers several test files share: a quiet quick config, a workdir's files, a kill."""
 
 import os
+
+import keras
 
 from recipes import configs
 from recipes import workdir as wd
@@ -31,3 +33,15 @@ def snapshot(directory):
                 with open(path, "rb") as f:
                     out[rel] = f.read()
     return out
+
+
+class KillAt(keras.callbacks.Callback):
+    """Stands in for SIGKILL: aborts the run as epoch ``after`` begins (after its backup)."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.after:
+            raise KeyboardInterrupt

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import quick
+from helpers import KillAt, quick
 
 import models
 from recipes import data, export, io, pipeline, predict, prepare, sources, train
@@ -181,18 +181,6 @@ def test_trains_end_to_end_with_one_trace_for_both_sizes(digits16, tmp_path, mon
     assert model.input_shape == (None, None, None, 1)
 
 
-class _Kill(keras.callbacks.Callback):
-    """Stands in for SIGKILL: aborts the run as epoch ``after`` begins (after its backup)."""
-
-    def __init__(self, after):
-        super().__init__()
-        self.after = after
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.after:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(digits16, tmp_path_factory):
     cfg = _cfg(digits16, **{"augment.crop_padding": 2, "model.dropout": 0.1})
@@ -205,7 +193,7 @@ def test_resumed_run_has_the_uninterrupted_weights(uninterrupted, tmp_path, afte
     cfg, full, full_dir = uninterrupted
     workdir = str(tmp_path / "killed")
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, workdir, extra_callbacks=[_Kill(after)])
+        train.run(cfg, workdir, extra_callbacks=[KillAt(after)])
     assert len(io.read_csv(os.path.join(workdir, "history.csv"))) == after
     resumed = train.run(cfg, workdir)
     for name in ("model.keras", "best.keras"):

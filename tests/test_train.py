@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import quick
+from helpers import KillAt, quick
 
 from recipes import configs, data, io, pipeline, prepare, preprocessing, train
 
@@ -118,18 +118,6 @@ def test_fashion_mlp_five_epochs_reaches_085(tmp_path):
     assert summary["test_accuracy"] >= 0.85
 
 
-class _Kill(keras.callbacks.Callback):
-    """Stands in for SIGKILL: aborts the run once epoch ``after`` has been backed up."""
-
-    def __init__(self, after):
-        super().__init__()
-        self.after = after
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.after:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("every, kept", [(0.0, 2), (1e9, 0)])
 def test_killed_run_resumes_to_the_same_result(tmp_path, every, kept):
     # every=0: a kill loses at most one epoch. A long train.save_every_seconds: the kill
@@ -139,7 +127,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, every, kept):
     full = train.run(cfg, str(tmp_path / "full"))
     workdir = str(tmp_path / "killed")
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, workdir, extra_callbacks=[_Kill(after=2)])
+        train.run(cfg, workdir, extra_callbacks=[KillAt(after=2)])
     history = os.path.join(workdir, "history.csv")
     assert len(io.read_csv(history) if os.path.exists(history) else []) == kept
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
